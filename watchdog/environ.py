@@ -1,0 +1,126 @@
+"""Request data as the function process sees it: `Http_*` variables and the marshalled request.
+
+Pure functions of the request's parts, so they are tested without a server or a process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+
+__all__ = [
+    "MAX_VARIABLE_SIZE",
+    "HeaderTooLarge",
+    "canonical_header_name",
+    "cgi_environment",
+    "marshal_request",
+]
+
+# Linux limits one "NAME=value" string of a new process to 32 pages (MAX_ARG_STRLEN, 128 KiB).
+MAX_VARIABLE_SIZE = 128 * 1024
+
+# The variables that the watchdog itself sets: a header that maps to one of these is dropped, so
+# a client cannot spoof the method, path or body length that the function sees.
+RESERVED = frozenset(
+    {
+        b"Http_Method",
+        b"Http_ContentLength",
+        b"Http_Content_Length",
+        b"Http_Transfer_Encoding",
+        b"Http_Query",
+        b"Http_Path",
+        b"Http_Host",
+    }
+)
+
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class HeaderTooLarge(ValueError):
+    """A request header whose value does not fit in one environment variable."""
+
+    def __init__(self, header: str) -> None:
+        super().__init__(header)
+        self.header = header
+
+
+def canonical_header_name(name: bytes) -> bytes:
+    """Capitalise each dash-separated word (`content-type` to `Content-Type`), as Go does.
+
+    A name with a byte outside the HTTP token set is returned unchanged, as Go's
+    CanonicalMIMEHeaderKey does.
+    """
+    if any(byte not in _TOKEN for byte in name):
+        return name
+    return b"-".join(word[:1].upper() + word[1:].lower() for word in name.split(b"-"))
+
+
+def cgi_environment(
+    base: Mapping[bytes, bytes],
+    *,
+    method: str,
+    path: str,
+    query: bytes,
+    host: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+) -> dict[bytes, bytes]:
+    """Return `base` plus the `Http_*` variables for one request.
+
+    Each header becomes `Http_<Canonical_Name>` with its first value. Raises HeaderTooLarge when a
+    header does not fit in one environment variable.
+    """
+    environment = dict(base)
+    seen: set[bytes] = set()
+    content_length: bytes | None = None
+    transfer_encoding: bytes | None = None
+    for name, value in headers:
+        if name == b"content-length":
+            content_length = content_length or value
+        elif name == b"transfer-encoding":
+            transfer_encoding = transfer_encoding or value
+        key = b"Http_" + canonical_header_name(name).replace(b"-", b"_")
+        if key in RESERVED or key in seen:
+            continue
+        if len(key) + len(value) + 2 > MAX_VARIABLE_SIZE:
+            raise HeaderTooLarge(name.decode("latin-1"))
+        seen.add(key)
+        environment[key] = value
+
+    chunked = transfer_encoding is not None and b"chunked" in transfer_encoding.lower()
+    if chunked:
+        length = b"-1"
+    else:
+        length = content_length or b"0"
+    environment[b"Http_Method"] = method.encode("ascii")
+    environment[b"Http_ContentLength"] = length
+    environment[b"Http_Content_Length"] = length
+    if transfer_encoding is not None:
+        environment[b"Http_Transfer_Encoding"] = transfer_encoding
+    else:
+        environment.pop(b"Http_Transfer_Encoding", None)
+    if query:
+        environment[b"Http_Query"] = query
+    else:
+        environment.pop(b"Http_Query", None)
+    environment[b"Http_Path"] = path.encode("utf-8", "surrogateescape")
+    environment[b"Http_Host"] = host
+    return environment
+
+
+def marshal_request(headers: Iterable[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """Encode the request as `{"header": {...}, "body": {"raw": "<base64>"}}`.
+
+    Header names are in canonical form and sorted, each with all its values; Host is left out.
+    """
+    grouped: dict[str, list[str]] = {}
+    for name, value in headers:
+        if name == b"host":
+            continue
+        key = canonical_header_name(name).decode("latin-1")
+        grouped.setdefault(key, []).append(value.decode("latin-1"))
+    document = {
+        "header": dict(sorted(grouped.items())),
+        "body": {"raw": base64.b64encode(body).decode("ascii")},
+    }
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,137 @@
+"""The uvicorn server, its signals and the shutdown sequence.
+
+SIGTERM: health answers 503 and the lock file goes at once; new requests are still served for
+healthcheck_interval so the orchestrator can remove the endpoint; then the listener closes and
+requests in flight get up to write_timeout to finish, after which they are answered 503 and their
+process groups killed. SIGINT runs the same sequence without the healthcheck_interval wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Generator
+
+import uvicorn
+
+from .config import Config
+from .lifecycle import Lifecycle
+from .metrics import Metrics
+from .reaper import Reaper
+
+__all__ = ["ORPHAN_GRACE", "WatchdogServer"]
+
+logger = logging.getLogger("watchdog")
+
+# Seconds that orphaned processes get between SIGTERM and SIGKILL when the watchdog stops.
+ORPHAN_GRACE = 2.0
+
+
+class WatchdogServer(uvicorn.Server):
+    """A uvicorn server that runs the watchdog's shutdown sequence instead of uvicorn's."""
+
+    def __init__(
+        self,
+        server_config: uvicorn.Config,
+        config: Config,
+        lifecycle: Lifecycle,
+        reaper: Reaper,
+        metrics: Metrics,
+    ) -> None:
+        super().__init__(server_config)
+        self.watchdog_config = config
+        self.lifecycle = lifecycle
+        self.reaper = reaper
+        self.metrics = metrics
+        self.exit_code = 0
+        self._shutdown: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn's own version raises the captured signal again after shutdown, which would end
+        # the process by SIGTERM instead of with exit status 0.
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, self.begin_shutdown, number)
+        try:
+            yield
+        finally:
+            for number in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(number)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.reaper.install(asyncio.get_running_loop())
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        try:
+            self.lifecycle.start()
+        except OSError as error:
+            logger.error(
+                "Failed to write the lock file %s (%s): make the temp dir writable or set "
+                "suppress_lock=true",
+                self.lifecycle.lock_path,
+                error.strerror or error,
+            )
+            self.exit_code = 2
+            self.should_exit = True
+            return
+        for listener in sockets or []:
+            host, port = listener.getsockname()[:2]
+            logger.info("Listening on http://%s:%s", host, port)
+
+    def begin_shutdown(self, number: int) -> None:
+        """Start the shutdown sequence for signal `number`; a second signal forces the exit."""
+        if self._shutdown is not None:
+            logger.warning("Received %s again: stopping at once", signal.Signals(number).name)
+            self._shutdown.cancel()
+            self.lifecycle.stop_accepting()
+            self.lifecycle.abort_all()
+            self.should_exit = True
+            return
+        self._shutdown = asyncio.get_running_loop().create_task(self._shut_down(number))
+
+    async def _shut_down(self, number: int) -> None:
+        name = signal.Signals(number).name
+        config = self.watchdog_config
+        logger.info(
+            "Received %s: health now answers 503, %d requests in flight",
+            name,
+            self.lifecycle.in_flight,
+        )
+        self.lifecycle.stop_accepting()
+        interval = config.shutdown_interval if number == signal.SIGTERM else 0.0
+        if interval:
+            logger.info(
+                "Serving new requests for healthcheck_interval (%gs) while the endpoint is removed",
+                interval,
+            )
+            await asyncio.sleep(interval)
+        logger.info(
+            "Closing the listener: waiting up to %s for %d requests in flight",
+            f"{config.write_timeout:g}s" if config.write_timeout else "no limit",
+            self.lifecycle.in_flight,
+        )
+        self.should_exit = True
+        stopped = await self.lifecycle.drain(config.write_timeout or None)
+        if stopped:
+            logger.warning(
+                "Stopped %d requests still running after write_timeout: answered 503", stopped
+            )
+        else:
+            logger.info("All requests in flight finished")
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self._shutdown is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._shutdown
+        signalled = await self.reaper.stop_orphans(ORPHAN_GRACE)
+        if signalled:
+            logger.info("Stopped %d orphaned processes", signalled)
+        self.reaper.uninstall()
+        self.metrics.close()
+        logger.info("Watchdog stopped")
