@@ -41,12 +41,15 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, message: str =
 
 def base_environment(tmpdir: Path) -> dict[str, str]:
     """A small, predictable environment for a watchdog under test."""
-    return {
+    environment = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
         "TMPDIR": str(tmpdir),
         "PYTHONUNBUFFERED": "1",
     }
+    # Lets coverage measure the watchdog processes that the tests start.
+    environment.update({k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")})
+    return environment
 
 
 def run_watchdog(

@@ -24,7 +24,7 @@ from .process import ProcessRunner
 from .reaper import Reaper, set_child_subreaper
 from .server import WatchdogServer
 
-__all__ = ["environment_help", "main"]
+__all__ = ["configuration_table", "environment_help", "main"]
 
 logger = logging.getLogger("watchdog")
 
@@ -32,19 +32,13 @@ logger = logging.getLogger("watchdog")
 LISTEN_BACKLOG = 2048
 
 
-def _show_default(value: object) -> str:
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def environment_help() -> str:
     """List every environment variable with its default, unit and meaning."""
     lines = ["environment variables (each also read as WATCHDOG_<NAME>; the lower-case name wins):"]
     for option in OPTIONS:
-        default = "required" if option.required else f"default {_show_default(option.default)}"
+        default = option.default_text()
+        if not option.required:
+            default = f"default {default}"
         unit = f", in {option.unit}" if option.unit else ""
         lines.append(f"  {option.name} ({default}{unit})")
         lines.extend(
@@ -52,6 +46,16 @@ def environment_help() -> str:
         )
         lines.append(f"      accepted: {option.accepted}")
     return "\n".join(lines)
+
+
+def configuration_table() -> str:
+    """Render the options as the Markdown table of the README."""
+    rows = ["| variable | default | accepted | meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        rows.append(
+            f"| `{option.name}` | {option.default_text()} | {option.accepted} | {option.help} |"
+        )
+    return "\n".join(rows)
 
 
 def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(config: Config) -> int:
     """Serve until a signal ends the shutdown sequence; returns the exit status."""
-    settings = " ".join(f"{name}={value!r}" for name, value in config.describe().items())
+    settings = " ".join(f"{name}={value}" for name, value in config.describe().items())
     logger.info("Starting fwatchdog %s: %s", __version__, settings)
 
     metrics = Metrics()

@@ -143,6 +143,18 @@ class Option:
     def alias(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
+    def default_text(self) -> str:
+        """Describe the default as documented: `required`, `unset`, `30s`, `true`."""
+        if self.required:
+            return "required"
+        if self.default is None:
+            return "unset"
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        if self.unit == "seconds":
+            return f"{self.default:g}s"
+        return str(self.default)
+
 
 _DURATION = "whole seconds (5) or a Go duration (500ms, 1m30s, 2h)"
 _BOOL = "true, false, 1, 0, yes or no"
@@ -345,6 +357,10 @@ class Config:
                 described[option.name] = "****"
             elif isinstance(value, tuple):
                 described[option.name] = shlex.join(value)
+            elif option.unit == "seconds" and value is not None:
+                described[option.name] = f"{value:g}s"
+            elif isinstance(value, bool):
+                described[option.name] = str(value).lower()
             else:
                 described[option.name] = "" if value is None else str(value)
         return described
