@@ -95,7 +95,7 @@ def test_invalid_value_names_variable_value_and_form(name: str, value: str, acce
 
 
 def test_invalid_prefixed_value_names_that_variable() -> None:
-    with pytest.raises(ConfigError, match="^WATCHDOG_MAX_INFLIGHT has the invalid value 'x'"):
+    with pytest.raises(ConfigError, match=r"^WATCHDOG_MAX_INFLIGHT has the invalid value 'x'"):
         load_config({"fprocess": "cat", "WATCHDOG_MAX_INFLIGHT": "x"})
 
 

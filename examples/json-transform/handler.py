@@ -25,7 +25,7 @@ def summarise(orders: list[dict[str, object]]) -> dict[str, object]:
     return {
         "customers": customers,
         "total": round(sum(sum(amounts) for amounts in totals.values()), 2),
-        "method": os.environ.get("Http_Method", ""),
+        "method": os.environ.get("Http_Method", ""),  # noqa: SIM112 - the watchdog sets this name
     }
 
 
