@@ -39,6 +39,28 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, message: str =
         time.sleep(0.01)
 
 
+def read_response(connection: socket.socket) -> tuple[bytes, bytes]:
+    """Read one HTTP/1.1 response with a Content-Length from a raw socket: (head, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed before the end of the headers: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head, body
+
+
 def base_environment(tmpdir: Path) -> dict[str, str]:
     """A small, predictable environment for a watchdog under test."""
     environment = {

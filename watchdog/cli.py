@@ -15,11 +15,12 @@ from . import __version__
 from .app import build_app
 from .config import OPTIONS, Config, ConfigError, load_config
 from .handler import FunctionHandler
-from .iomodes import RawMode
+from .iomodes import IOMode, RawMode
 from .lifecycle import Lifecycle, lock_file_path
 from .limiter import Limiter
 from .logs import configure_logging
 from .metrics import Metrics
+from .oscar import OscarMode
 from .process import ProcessRunner
 from .reaper import Reaper, set_child_subreaper
 from .server import WatchdogServer
@@ -135,9 +136,8 @@ def serve(config: Config) -> int:
         combine_output=config.combine_output,
         exec_timeout=config.exec_timeout,
     )
-    handler = FunctionHandler(
-        config, runner, Limiter(config.max_inflight), lifecycle, RawMode(config.marshal_request)
-    )
+    io_mode: IOMode = OscarMode() if config.io_mode == "oscar" else RawMode(config.marshal_request)
+    handler = FunctionHandler(config, runner, Limiter(config.max_inflight), lifecycle, io_mode)
     server_config = uvicorn.Config(
         build_app(handler, lifecycle, metrics),
         http="httptools",

@@ -138,6 +138,8 @@ class Option:
     unit: str = ""
     required: bool = False
     secret: bool = False
+    # Further names, read after the two standard ones: variables that OSCAR sets on its pods.
+    aliases: tuple[str, ...] = ()
 
     @property
     def alias(self) -> str:
@@ -304,6 +306,7 @@ OPTIONS: tuple[Option, ...] = (
         "INFO",
         "DEBUG, INFO, WARNING, ERROR or CRITICAL",
         "Verbosity of the watchdog's log.",
+        aliases=("LOG_LEVEL",),
     ),
     Option(
         "log_format",
@@ -367,7 +370,7 @@ class Config:
 
 
 def _lookup(environ: Mapping[str, str], option: Option) -> tuple[str, str] | None:
-    for name in (option.name, option.alias):
+    for name in (option.name, option.alias, *option.aliases):
         if name in environ:
             return name, environ[name]
     return None
