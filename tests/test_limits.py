@@ -139,3 +139,29 @@ def test_disconnect_while_running_kills_process(
     pid = _recorded_pids(watchdog)[0]
     connection.close()
     wait_until(lambda: not _alive(pid), 5, "function process to die after the disconnect")
+
+
+def test_slot_released_on_every_path(start_watchdog: Watchdog.Factory) -> None:
+    script = 'case "$Http_Path" in /timeout) exec sleep 30;; /fail) exit 4;; esac; cat'
+    watchdog = start_watchdog(
+        fprocess=f"sh -c '{script}'", max_inflight="1", exec_timeout="500ms", write_debug="true"
+    )
+    with watchdog.client() as client:
+        timed_out = client.post("/timeout")
+        failed = client.post("/fail")
+        too_large = client.post("/", headers={"X-Big": "v" * (130 * 1024)})
+        succeeded = client.post("/", content=b"still serving")
+    assert timed_out.status_code == 408
+    assert failed.status_code == 500
+    assert too_large.status_code == 431
+    assert succeeded.status_code == 200
+    assert succeeded.content == b"still serving"
+
+
+def test_access_log_line(start_watchdog: Watchdog.Factory) -> None:
+    watchdog = start_watchdog(fprocess="cat")
+    with watchdog.client() as client:
+        client.post("/logged", content=b"12345")
+    watchdog.wait_log("watchdog.access: POST /logged 200 ")
+    line = next(line for line in watchdog.log().splitlines() if "POST /logged" in line)
+    assert line.endswith(" 5 bytes")

@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Mapping
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from . import environ
 from .body import BodyTimeout, BodyTooLarge, ClientDisconnect, RequestBody
@@ -87,10 +87,12 @@ class FunctionHandler:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
-        status = await self._dispatch(scope, receive, send, started)
+        counting = _CountingSend(send)
+        status = await self._dispatch(scope, receive, counting, started)
         access_logger.info(
-            "%s %s %s %.6fs", scope["method"], scope["path"], status, time.monotonic() - started
-        )
+            "%s %s %s %.6fs %d bytes",
+            scope["method"], scope["path"], status, time.monotonic() - started, counting.sent,
+        )  # fmt: skip
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, started: float) -> int:
         if scope["method"] not in ALLOWED_METHODS:
@@ -277,6 +279,19 @@ class FunctionHandler:
             scope["query_string"].decode("latin-1"), scope["path"], head,
             f" ({cut} more bytes not logged)" if cut else "",
         )  # fmt: skip
+
+
+class _CountingSend:
+    """An ASGI send that counts the response body bytes, for the access log."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.sent = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.body":
+            self.sent += len(message.get("body", b""))
+        await self.send(message)
 
 
 def _failure(error: Exception, config: Config) -> tuple[int, str] | None:
