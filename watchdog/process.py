@@ -63,7 +63,7 @@ class OutputError(Exception):
 
 @dataclasses.dataclass
 class Completed:
-    """How a function process ended: `exit_code` is negative for a signal, as in subprocess."""
+    """The end of a function process; `exit_code` is negative for a signal, as in subprocess."""
 
     pid: int
     exit_code: int
@@ -217,8 +217,8 @@ class ProcessRunner:
         """Start the process from a thread; return its pid and the future of its wait status.
 
         posix_spawnp returns only once the child has called exec, which takes most of a
-        millisecond; in a thread that wait no longer stalls the event loop (os.posix_spawnp
-        lets other threads run meanwhile, measured on CPython 3.11).
+        millisecond. Other threads run meanwhile (measured on CPython 3.11), so calling it from
+        a thread keeps the event loop serving.
         """
         spawn = loop.run_in_executor(
             self._spawner,

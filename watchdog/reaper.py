@@ -1,8 +1,8 @@
 """Collect the exit status of every child, as PID 1 must.
 
 One SIGCHLD handler reaps with `waitpid(-1, WNOHANG)`. The status of a function process that a
-request is waiting on is handed to that request; any other child (an orphan re-parented to us) is
-just reaped, so no zombie accumulates and no request's status is ever taken by someone else.
+request is waiting on is handed to that request. Any other child, such as an orphan re-parented
+to the watchdog, is reaped and dropped, so no zombie accumulates and no request loses its status.
 """
 
 from __future__ import annotations
