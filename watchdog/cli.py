@@ -99,6 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     return serve(config)
 
 
+def _listen(port: int) -> socket.socket:
+    # asyncio sets TCP_NODELAY on accepted connections only when the socket's proto is
+    # IPPROTO_TCP; socket.create_server leaves it 0, and Nagle's algorithm then delays each
+    # response body by the client's delayed ACK (40 ms on Linux).
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", port))
+        listener.listen(LISTEN_BACKLOG)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
 def serve(config: Config) -> int:
     """Serve until a signal ends the shutdown sequence; returns the exit status."""
     settings = " ".join(f"{name}={value}" for name, value in config.describe().items())
@@ -116,7 +131,7 @@ def serve(config: Config) -> int:
         return 2
     logger.info("Metrics listening on http://0.0.0.0:%s/metrics", config.metrics_port)
     try:
-        listener = socket.create_server(("0.0.0.0", config.port), backlog=LISTEN_BACKLOG)
+        listener = _listen(config.port)
     except OSError as error:
         logger.error(
             "Failed to listen on port %s (%s): free the port or set port",

@@ -138,7 +138,7 @@ class Option:
     unit: str = ""
     required: bool = False
     secret: bool = False
-    # Further names, read after the two standard ones: variables that OSCAR sets on its pods.
+    # Extra variable names, read after the two standard ones, such as LOG_LEVEL set by OSCAR.
     aliases: tuple[str, ...] = ()
 
     @property
