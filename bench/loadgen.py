@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, required=True, help="run time in seconds")
     parser.add_argument("--body-size", type=int, default=1024, help="POST body size in bytes")
     parser.add_argument(
-        "--event-loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
         help="event loop implementation (default: uvloop if installed)",
     )
     args = parser.parse_args(argv)

@@ -36,7 +36,7 @@ _started: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class ServerError(RuntimeError):
-    """A server or helper process that failed to start, answer or stop."""
+    """A server or helper process that failed to start, respond or stop."""
 
 
 def become_subreaper() -> bool:
@@ -155,8 +155,7 @@ def run_command(
     except subprocess.TimeoutExpired as error:
         stop_process(proc, 5.0)
         raise ServerError(f"{command[0]} timed out after {timeout_s} s") from error
-    finally:
-        _started.pop(proc.pid, None)
+    _started.pop(proc.pid, None)
     return proc.returncode, stdout, stderr
 
 
@@ -202,7 +201,7 @@ def wait_until_http(proc: subprocess.Popen[bytes], port: int, timeout_s: float) 
             proc.wait(timeout=_POLL_INTERVAL_S)
         except subprocess.TimeoutExpired:
             continue
-        raise ServerError(f"the server exited with code {proc.returncode} before it answered")
+        raise ServerError(f"the server exited with code {proc.returncode} before responding")
 
 
 @dataclass(frozen=True)
@@ -232,7 +231,7 @@ class RunningServer:
     info: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
-        """Start the server and wait until it answers HTTP on its port."""
+        """Start the server and wait until it sends an HTTP response on its port."""
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-server-"))
         tmpdir = self.workdir / "tmp"
         tmpdir.mkdir()
@@ -248,7 +247,8 @@ class RunningServer:
         try:
             status = wait_until_http(self.proc, self.port, self.ready_timeout_s)
         except ServerError as error:
-            raise ServerError(f"{error}. Server log:\n{self.log_tail()}") from error
+            tail = self.log_tail() or "(empty)"
+            raise ServerError(f"{error}. Server log:\n{tail}") from error
         self.info = {
             "pid": self.proc.pid,
             "ready_s": round(time.monotonic() - started, 3),

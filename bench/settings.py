@@ -92,7 +92,8 @@ def estimate_s(scenario: str, settings: Settings, load_tools: int) -> float:
     if scenario == "spawn-ceiling":
         return settings.ceiling_duration_s + 0.5
     if scenario == "loadgen-ceiling":
-        return 1.0 + load_tools * connections * (settings.ceiling_duration_s + 0.3)
+        measurements = load_tools * connections + 1  # + the overload connection count
+        return 1.0 + measurements * (settings.ceiling_duration_s + 0.3)
     if scenario == "throughput":
         return _SERVER_OVERHEAD_S + connections * (settings.duration_s + 0.5)
     if scenario == "overload":

@@ -23,6 +23,8 @@ from bench import servers
 
 # Time allowed beyond the run's duration for the workers to start and report.
 _WORKER_GRACE_S = 30.0
+# Default capacity of a Linux pipe, from pipe(7).
+_PIPE_BUFFER_BYTES = 65536
 
 
 def _spawn_once(program: str, body: bytes) -> None:
@@ -41,7 +43,8 @@ def _spawn_once(program: str, body: bytes) -> None:
         os.close(stdin_read)
         os.close(stdout_write)
     try:
-        # The body fits in the pipe buffer, so writing it all before reading cannot block.
+        # run_worker limits the body to the pipe buffer, so writing it all before reading
+        # cannot block.
         os.write(stdin_write, body)
         os.close(stdin_write)
         stdin_write = -1
@@ -56,6 +59,8 @@ def _spawn_once(program: str, body: bytes) -> None:
 
 def run_worker(program: str, body_size: int, duration_s: float) -> dict[str, Any]:
     """Spawn ``program`` in a loop for ``duration_s`` seconds and return the count."""
+    if body_size > _PIPE_BUFFER_BYTES:
+        raise ValueError(f"body size {body_size} exceeds the pipe buffer of {_PIPE_BUFFER_BYTES}")
     body = b"x" * body_size
     spawns = 0
     started = time.perf_counter()

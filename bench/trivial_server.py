@@ -14,9 +14,7 @@ import asyncio
 import signal
 from typing import cast
 
-_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
-)
+_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
 
 
 class _Responder(asyncio.Protocol):
