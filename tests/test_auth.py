@@ -101,3 +101,14 @@ def test_token_never_logged(start_watchdog: Watchdog.Factory, tmp_path: Path) ->
     assert "authorization: ****" in log
     assert TOKEN not in log
     assert wrong_token not in log
+
+
+def test_token_not_passed_to_function(start_watchdog: Watchdog.Factory) -> None:
+    watchdog = start_watchdog(fprocess="env", auth_token="s3cret-token")
+    with watchdog.client() as client:
+        response = client.post(
+            "/", headers={"Authorization": "Bearer s3cret-token", "X-Other": "kept"}
+        )
+    assert response.status_code == 200
+    assert "s3cret-token" not in response.text
+    assert "Http_X_Other=kept" in response.text.splitlines()

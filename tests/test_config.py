@@ -135,3 +135,8 @@ def test_defaults_agree_with_config_fields() -> None:
     for option in OPTIONS:
         if not option.required:
             assert Config.__dataclass_fields__[option.name].default == option.default, option.name
+
+
+def test_marshal_request_with_oscar_mode_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="marshal_request=true has no effect with io_mode=oscar"):
+        load_config({"fprocess": "cat", "marshal_request": "true", "io_mode": "oscar"})

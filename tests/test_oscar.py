@@ -341,7 +341,7 @@ def test_full_disk_while_encoding_output(monkeypatch: pytest.MonkeyPatch, tmp_pa
     Path(exchange.output_dir, "result").write_bytes(b"result")
     monkeypatch.setattr(oscar, "_encode_base64", fail_with_disk_full)
     with pytest.raises(OutputError, match="No space left on device"):
-        exchange.success_body(Output())
+        asyncio.run(exchange.success_body(Output()))
     exchange.close()
     assert os.listdir(tmp_path) == []
 
@@ -365,7 +365,7 @@ def test_removed_output_dir_sends_stdout(tmp_path: Path) -> None:
     assert isinstance(exchange, oscar.OscarExchange)
     os.rmdir(exchange.output_dir)
     output = Output()
-    assert exchange.success_body(output) is output
+    assert asyncio.run(exchange.success_body(output)) is output
     exchange.close()
     assert os.listdir(tmp_path) == []
 

@@ -305,7 +305,7 @@ OPTIONS: tuple[Option, ...] = (
         _parse_log_level,
         "INFO",
         "DEBUG, INFO, WARNING, ERROR or CRITICAL",
-        "Verbosity of the watchdog's log.",
+        "Verbosity of the watchdog's log; also read from LOG_LEVEL, as OSCAR sets it.",
         aliases=("LOG_LEVEL",),
     ),
     Option(
@@ -424,4 +424,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
                 f"{name} has the invalid value {text!r}: expected {option.accepted}"
             ) from None
     _read_token(values, environ)
+    if values.get("marshal_request") and values.get("io_mode") == "oscar":
+        raise ConfigError(
+            "marshal_request=true has no effect with io_mode=oscar, which gives the process no "
+            "stdin: unset one of them"
+        )
     return Config(**values)

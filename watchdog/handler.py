@@ -33,10 +33,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 from . import environ
 from .body import BodyTimeout, BodyTooLarge, ClientDisconnect, RequestBody
-from .config import Config
+from .config import OPTIONS, Config
 from .iomodes import BadRequest, Exchange, IOMode
 from .lifecycle import Lifecycle, ShuttingDown
 from .limiter import Limiter
+from .logs import RepeatedWarning
 from .output import Output
 from .process import Completed, OutputError, ProcessRunner, SpawnError
 from .responses import StderrLog, send_output, send_response
@@ -79,11 +80,18 @@ class FunctionHandler:
         self.limiter = limiter
         self.lifecycle = lifecycle
         self.io_mode = io_mode
-        self.base_environment = dict(os.environb if base_environment is None else base_environment)
+        inherited = os.environb if base_environment is None else base_environment
+        # The watchdog's own secrets (auth_token) are not handed to every function process.
+        secrets = {name.encode() for option in OPTIONS if option.secret
+                   for name in (option.name, option.alias, *option.aliases)}  # fmt: skip
+        self.base_environment = {
+            name: value for name, value in inherited.items() if name not in secrets
+        }
         self._too_busy = (
             f"Concurrent request limit exceeded. Max concurrent requests: {config.max_inflight}\n"
         ).encode()
         self._token = config.auth_token.encode() if config.auth_token else None
+        self._rejections = RepeatedWarning(logger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
@@ -106,7 +114,7 @@ class FunctionHandler:
             )  # fmt: skip
             return 401
         if not self.limiter.try_acquire():
-            logger.warning(
+            self._rejections.warning(
                 "Rejected %s %s: max_inflight (%d) requests already in flight",
                 *_request(scope), self.limiter.maximum,
             )  # fmt: skip
@@ -242,7 +250,7 @@ class FunctionHandler:
             )  # fmt: skip
             await send_output(send, 500, f"{completed.describe()}\n".encode(), output, _TEXT)
             return 500
-        response_body = exchange.success_body(output)
+        response_body = await exchange.success_body(output)
         response_headers = [(b"x-duration-seconds", f"{time.monotonic() - started:.6f}".encode())]
         content_type = config.content_type.encode() if config.content_type else None
         content_type = content_type or _header(headers, b"content-type")
@@ -262,6 +270,9 @@ class FunctionHandler:
     def _environment(self, scope: Scope, headers: Headers) -> dict[bytes, bytes]:
         if not self.config.cgi_headers:
             return dict(self.base_environment)
+        if self._token is not None:
+            # The watchdog checked the token, so the function has no need to see the secret.
+            headers = [(name, value) for name, value in headers if name != b"authorization"]
         return environ.cgi_environment(
             self.base_environment,
             method=scope["method"],

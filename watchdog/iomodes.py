@@ -24,7 +24,7 @@ class Exchange(Protocol):
     environment: dict[bytes, bytes]
     stdin: AsyncIterable[bytes] | None
 
-    def success_body(self, output: Output) -> Output:
+    async def success_body(self, output: Output) -> Output:
         """Return what the response body of a clean exit is made of."""
         ...
 
@@ -48,7 +48,7 @@ class _RawExchange:
         self.environment: dict[bytes, bytes] = {}
         self.stdin: AsyncIterable[bytes] | None = stdin
 
-    def success_body(self, output: Output) -> Output:
+    async def success_body(self, output: Output) -> Output:
         return output
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "RepeatedWarning", "configure_logging"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,6 +24,31 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(document, ensure_ascii=False)
+
+
+class RepeatedWarning:
+    """A warning that may repeat thousands of times a second, logged at most once per interval.
+
+    The next line that is logged says how many were left out, so the count is never lost.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._next = 0.0
+        self._left_out = 0
+
+    def warning(self, message: str, *arguments: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._left_out += 1
+            return
+        self._next = now + self._interval
+        if self._left_out:
+            message += " (and %d more like it since the last such line)"
+            arguments = (*arguments, self._left_out)
+            self._left_out = 0
+        self._logger.warning(message, *arguments)
 
 
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
