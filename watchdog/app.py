@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from .handler import FunctionHandler
@@ -31,9 +30,13 @@ class HealthEndpoint:
             await send_response(send, 503, b"", [])
 
 
-def build_app(handler: FunctionHandler, lifecycle: Lifecycle, metrics: Metrics) -> Starlette:
-    """Route the exact health path to HealthEndpoint and every other path to the function."""
-    return Starlette(
+def build_app(handler: FunctionHandler, lifecycle: Lifecycle, metrics: Metrics) -> Router:
+    """Route the exact health path to HealthEndpoint and every other path to the function.
+
+    A bare Router, without Starlette's error and exception middleware: the handler answers
+    every failure itself, and uvicorn answers 500 for anything that escapes it.
+    """
+    return Router(
         routes=[
             Route(HEALTH_PATH, HealthEndpoint(lifecycle)),
             Route("/{path:path}", metrics.instrument(handler)),

@@ -97,6 +97,8 @@ class FunctionHandler:
         started = time.monotonic()
         counting = _CountingSend(send)
         status = await self._dispatch(scope, receive, counting, started)
+        if status == 429:
+            return  # counted in the rejection warning: a flood of them would flood the log
         access_logger.info(
             "%s %s %s %.6fs %d bytes",
             scope["method"], scope["path"], status, time.monotonic() - started, counting.sent,
