@@ -12,15 +12,12 @@ killed before it returns, so no request leaves a process behind.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import errno
-import functools
 import os
 import signal
 from collections.abc import AsyncIterable, Callable, Mapping
-from typing import Any
 
 from .output import Output
 from .reaper import Reaper, list_children
@@ -31,8 +28,6 @@ __all__ = ["Completed", "ProcessRunner", "SpawnError"]
 # stdout open. Its output is awaited this long, then the process group is killed.
 EXIT_DRAIN_GRACE = 0.25
 _READ_SIZE = 256 * 1024
-# Threads that call posix_spawnp, so that several processes can be starting at once.
-SPAWN_THREADS = 2
 # errno values that mean the machine, not the function, is out of a resource.
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 # Python ignores these; a child would inherit that through exec, so they are reset to default.
@@ -202,50 +197,6 @@ class ProcessRunner:
         self.reaper = reaper
         self.combine_output = combine_output
         self.exec_timeout = exec_timeout
-        self._spawner = concurrent.futures.ThreadPoolExecutor(
-            max_workers=SPAWN_THREADS, thread_name_prefix="spawn"
-        )
-
-    async def _spawn(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        environment: Mapping[bytes, bytes],
-        actions: list[Any],
-        child_fds: list[int],
-        parent_fds: list[int],
-    ) -> tuple[int, asyncio.Future[int]]:
-        """Start the process from a thread; return its pid and the future of its wait status.
-
-        posix_spawnp returns only once the child has called exec, which takes most of a
-        millisecond. Other threads run meanwhile (measured on CPython 3.11), so calling it from
-        a thread keeps the event loop serving.
-        """
-        spawn = loop.run_in_executor(
-            self._spawner,
-            functools.partial(
-                os.posix_spawnp,
-                self.argv[0],
-                self.argv,
-                environment,
-                file_actions=actions,
-                setsid=True,
-                setsigdef=_DEFAULT_SIGNALS,
-            ),
-        )
-        self.reaper.spawn_started()
-        try:
-            pid = await asyncio.shield(spawn)
-            return pid, self.reaper.watch(pid)
-        except asyncio.CancelledError:
-            # The thread may still be using the descriptors, so they are closed (and the
-            # process killed) only once the spawn has finished.
-            spawn.add_done_callback(functools.partial(_abandon, child_fds + parent_fds))
-            raise
-        except OSError as error:
-            _close_all(child_fds + parent_fds)
-            raise SpawnError(self.argv[0], error) from error
-        finally:
-            self.reaper.spawn_finished()
 
     async def run(
         self,
@@ -289,7 +240,21 @@ class ProcessRunner:
             _close_all(child_fds + parent_fds)
             raise SpawnError(self.argv[0], error) from error
 
-        pid, exited = await self._spawn(loop, environment, actions, child_fds, parent_fds)
+        # posix_spawnp returns once the child has called exec and holds the GIL until then
+        # (CPython 3.11), so calling it from a thread pool was measured to gain nothing.
+        try:
+            pid = os.posix_spawnp(
+                self.argv[0],
+                self.argv,
+                environment,
+                file_actions=actions,
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+            )
+        except OSError as error:
+            _close_all(child_fds + parent_fds)
+            raise SpawnError(self.argv[0], error) from error
+        exited = self.reaper.watch(pid)
         _close_all(child_fds)
         for fd in parent_fds:
             os.set_blocking(fd, False)
@@ -332,12 +297,6 @@ async def _drain(readers: list[_PipeReader]) -> None:
     done, _ = await asyncio.wait([reader.done for reader in readers], timeout=EXIT_DRAIN_GRACE)
     for future in done:
         future.result()  # re-raises OutputError
-
-
-def _abandon(fds: list[int], spawn: asyncio.Future[int]) -> None:
-    _close_all(fds)
-    if not spawn.cancelled() and spawn.exception() is None:
-        kill_tree(spawn.result())
 
 
 def _close_all(fds: list[int]) -> None:

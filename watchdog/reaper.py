@@ -54,10 +54,6 @@ class Reaper:
 
     def __init__(self) -> None:
         self._waiting: dict[int, asyncio.Future[int]] = {}
-        # Statuses of children reaped while a spawn was in progress in another thread: the pid
-        # may belong to that spawn, whose watch() has not run yet.
-        self._unclaimed: dict[int, int] = {}
-        self._spawning = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.orphans_reaped = 0
 
@@ -73,32 +69,16 @@ class Reaper:
             self._loop.remove_signal_handler(signal.SIGCHLD)
             self._loop = None
 
-    def spawn_started(self) -> None:
-        """Note that a process is being spawned and its pid is not yet watched."""
-        self._spawning += 1
-
-    def spawn_finished(self) -> None:
-        """Note that a spawn ended; its pid, if any, is watched by now."""
-        self._spawning -= 1
-        if not self._spawning:
-            # Every spawn has claimed its status, so what is left belongs to orphans.
-            self.orphans_reaped += len(self._unclaimed)
-            self._unclaimed.clear()
-
     def watch(self, pid: int) -> asyncio.Future[int]:
-        """Return a future for the wait status of `pid`.
+        """Return a future for the wait status of `pid`; call right after spawning it.
 
-        Call it between spawn_started() and spawn_finished(), or right after a spawn with no
-        `await` in between: the SIGCHLD handler runs as a callback of the event loop.
+        The SIGCHLD handler runs as a callback of the event loop, so a child cannot be reaped
+        between its spawn and this call as long as no `await` separates them.
         """
         if self._loop is None:
             raise RuntimeError("Reaper.install() must run before Reaper.watch()")
         future = self._loop.create_future()
-        status = self._unclaimed.pop(pid, None)
-        if status is None:
-            self._waiting[pid] = future
-        else:
-            future.set_result(status)
+        self._waiting[pid] = future
         return future
 
     def forget(self, pid: int) -> None:
@@ -114,9 +94,7 @@ class Reaper:
             if pid == 0:
                 return
             future = self._waiting.pop(pid, None)
-            if future is None and self._spawning:
-                self._unclaimed[pid] = status
-            elif future is None:
+            if future is None:
                 self.orphans_reaped += 1
                 logger.debug("Reaped orphan process %s (wait status %s)", pid, status)
             elif not future.done():
