@@ -108,8 +108,12 @@ class Watchdog:
         tmpdir.mkdir(parents=True)
         environment = base_environment(tmpdir)
         environment.setdefault("fprocess", "cat")
-        environment["port"] = str(free_port())
-        environment["metrics_port"] = str(free_port())
+        port = free_port()
+        metrics_port = free_port()
+        while metrics_port == port:  # the kernel may hand out the same free port twice
+            metrics_port = free_port()
+        environment["port"] = str(port)
+        environment["metrics_port"] = str(metrics_port)
         environment.update(settings)
         log_path = directory / "watchdog.log"
         with open(log_path, "wb") as log:
