@@ -22,6 +22,7 @@ from .logs import configure_logging
 from .metrics import Metrics
 from .oscar import OscarMode
 from .process import ProcessRunner
+from .protocol import protocol_class
 from .reaper import Reaper, set_child_subreaper
 from .server import WatchdogServer
 
@@ -155,7 +156,7 @@ def serve(config: Config) -> int:
     handler = FunctionHandler(config, runner, Limiter(config.max_inflight), lifecycle, io_mode)
     server_config = uvicorn.Config(
         build_app(handler, lifecycle, metrics),
-        http="httptools",
+        http=protocol_class(config.read_timeout),
         loop="asyncio",
         lifespan="off",
         log_config=None,

@@ -37,7 +37,7 @@ _DURATION_UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
 
 
 def parse_duration(text: str) -> float:
@@ -47,7 +47,10 @@ def parse_duration(text: str) -> float:
     """
     text = text.strip()
     if text.isascii() and text.isdigit():
-        return float(int(text))
+        try:
+            return float(int(text))
+        except OverflowError:
+            raise ValueError(f"duration {text!r} is too large") from None
     if not text:
         raise ValueError("empty duration")
     position = 0
@@ -104,6 +107,14 @@ def _parse_command(text: str) -> tuple[str, ...]:
 
 
 def _parse_text(text: str) -> str:
+    return text
+
+
+def _parse_media_type(text: str) -> str:
+    # uvicorn fails every response with a control character in a header value. Non-ASCII text
+    # has no place in a media type either.
+    if any(not (" " <= character <= "~" or character == "\t") for character in text):
+        raise ValueError(text)
     return text
 
 
@@ -182,7 +193,8 @@ OPTIONS: tuple[Option, ...] = (
         parse_duration,
         30.0,
         _DURATION,
-        "Time allowed to receive the whole request body; 0 means no limit.",
+        "Time allowed to receive the request headers, then the whole body, and for which an "
+        "idle connection stays open; 0 means no limit.",
         unit="seconds",
     ),
     Option(
@@ -248,7 +260,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "content_type",
-        _parse_text,
+        _parse_media_type,
         None,
         "any media type, such as application/json",
         "Fixed Content-Type of responses; unset mirrors the request's Content-Type.",
@@ -396,10 +408,22 @@ def _read_token(values: dict[str, Any], environ: Mapping[str, str]) -> None:
                 f"auth_token_file={path!r} could not be read ({error.strerror}): give the path "
                 "to a readable file that contains the token"
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"auth_token_file={path!r} is not UTF-8 text: write the token into it as text"
+            ) from None
         if not values["auth_token"]:
             raise ConfigError(f"auth_token_file={path!r} is empty: write the token into it")
-    if values.get("auth_token") == "":
+    token = values.get("auth_token")
+    if token == "":
         raise ConfigError("auth_token is set but empty: give the token, or unset the variable")
+    unusable = [c for c in token or "" if not c.isprintable() or c.isspace()]
+    if unusable:
+        # The message leaves the token out: it is a secret.
+        raise ConfigError(
+            "auth_token has a space, a control character or bytes that are not UTF-8, which no "
+            "Authorization header can carry: give a token of printable characters"
+        )
 
 
 def load_config(environ: Mapping[str, str]) -> Config:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "MAX_REQUEST_ENVIRONMENT",
     "MAX_VARIABLE_SIZE",
     "HeaderTooLarge",
     "canonical_header_name",
@@ -19,6 +20,10 @@ __all__ = [
 
 # Linux limits one "NAME=value" string of a new process to 32 pages (MAX_ARG_STRLEN, 128 KiB).
 MAX_VARIABLE_SIZE = 128 * 1024
+# Linux also limits the strings and pointers of argv and envp together, to a quarter of the stack
+# limit (2 MiB with the usual 8 MiB). The variables of one request may take half of that.
+MAX_REQUEST_ENVIRONMENT = 1024 * 1024
+_POINTER_SIZE = 8
 
 # The variables that the watchdog itself sets: a header that maps to one of these is dropped, so
 # a client cannot spoof the method, path or body length that the function sees.
@@ -38,10 +43,23 @@ _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefgh
 
 
 class HeaderTooLarge(ValueError):
-    """A request header whose value does not fit in one environment variable."""
+    """A request header too large for one environment variable, or headers too large together.
 
-    def __init__(self, header: str) -> None:
-        super().__init__(header)
+    `header` is the name of the header, or None when only all of them together are too large.
+    """
+
+    def __init__(self, header: str | None) -> None:
+        if header is None:
+            message = (
+                "Request headers are too large for the environment together: the limit is "
+                f"{MAX_REQUEST_ENVIRONMENT // 1024} KiB"
+            )
+        else:
+            message = (
+                f"Request header {header!r} is too large for the environment: the limit is "
+                f"{MAX_VARIABLE_SIZE // 1024} KiB"
+            )
+        super().__init__(message)
         self.header = header
 
 
@@ -67,14 +85,23 @@ def cgi_environment(
 ) -> dict[bytes, bytes]:
     """Return `base` plus the `Http_*` variables for one request.
 
-    Each header becomes `Http_<Canonical_Name>` with its first value. Raises HeaderTooLarge when a
-    header does not fit in one environment variable.
+    Each header becomes `Http_<Canonical_Name>` with its first value, byte for byte: obs-text
+    (0x80-0xFF) is not decoded and a tab stays a tab. A header whose name has a byte outside the
+    HTTP token set, or whose value has a NUL, is left out: no conforming parser passes one on
+    (httptools responds 400), and it could put '=' into a variable name or cut a string short;
+    such a Host header leaves `Http_Host` empty. A NUL decoded from `%00` in the path, or found
+    in the query, becomes `%00` again.
+
+    Raises HeaderTooLarge when a header (Host included) does not fit in one environment
+    variable, or when the request's variables together exceed MAX_REQUEST_ENVIRONMENT.
     """
     environment = dict(base)
     seen: set[bytes] = set()
     content_length: bytes | None = None
     transfer_encoding: bytes | None = None
     for name, value in headers:
+        if not name or any(byte not in _TOKEN for byte in name) or b"\0" in value:
+            continue
         if name == b"content-length":
             content_length = content_length or value
         elif name == b"transfer-encoding":
@@ -100,11 +127,20 @@ def cgi_environment(
     else:
         environment.pop(b"Http_Transfer_Encoding", None)
     if query:
-        environment[b"Http_Query"] = query
+        environment[b"Http_Query"] = query.replace(b"\0", b"%00")
     else:
         environment.pop(b"Http_Query", None)
-    environment[b"Http_Path"] = path.encode("utf-8", "surrogateescape")
-    environment[b"Http_Host"] = host
+    environment[b"Http_Path"] = path.encode("utf-8", "surrogateescape").replace(b"\0", b"%00")
+    if len(b"Http_Host") + len(host) + 2 > MAX_VARIABLE_SIZE:
+        raise HeaderTooLarge("host")
+    environment[b"Http_Host"] = b"" if b"\0" in host else host
+    size = sum(
+        len(key) + len(value) + 2 + _POINTER_SIZE
+        for key, value in environment.items()
+        if key.startswith(b"Http_")
+    )
+    if size > MAX_REQUEST_ENVIRONMENT:
+        raise HeaderTooLarge(None)
     return environment
 
 

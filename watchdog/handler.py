@@ -314,9 +314,7 @@ def _failure(error: Exception, config: Config) -> tuple[int, str] | None:
     if isinstance(error, BadRequest):
         return 400, str(error)
     if isinstance(error, environ.HeaderTooLarge):
-        limit = environ.MAX_VARIABLE_SIZE // 1024
-        return 431, f"Request header {error.header!r} is too large for the environment: " \
-            f"the limit is {limit} KiB"  # fmt: skip
+        return 431, str(error)
     if isinstance(error, SpawnError):
         return (503 if error.resource_exhausted else 500), str(error)
     if isinstance(error, BodyTimeout):

@@ -58,8 +58,18 @@ class Lifecycle:
             return
         self.accepting = False
         if not self.suppress_lock:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(self.lock_path)
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                # A read-only temp dir must not stop the shutdown, and health returns 503 anyway.
+                logger.warning(
+                    "Failed to remove lock file %s (%s); health returns 503 all the same",
+                    self.lock_path,
+                    error.strerror or error,
+                )
+                return
             logger.info("Removed lock file %s", self.lock_path)
 
     @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -39,12 +40,16 @@ class Output:
         self.size += len(data)
         if self._file is not None:
             self._file.write(data)
-            return
-        self._chunks.append(data)
-        if self.size > self._memory_limit:
+        else:
+            self._chunks.append(data)
+            if self.size <= self._memory_limit:
+                return
             self._file = tempfile.TemporaryFile(dir=self._directory)  # noqa: SIM115
             self._file.writelines(self._chunks)
             self._chunks = []
+        # A small write only fills the file's buffer. Flushing makes a full disk fail this call,
+        # while the request can still get a 507 response, and not chunks() after the response began.
+        self._file.flush()
 
     def getvalue(self) -> bytes:
         """Return the whole output; only for output that stayed in memory."""
@@ -80,4 +85,7 @@ class Output:
         """Release the memory or the temp file; safe to call twice."""
         self._chunks = []
         if self._file is not None:
-            self._file.close()
+            # After a failed write the buffer still contains data and close() fails to flush it
+            # again; the descriptor is closed all the same, and the error was already reported.
+            with contextlib.suppress(OSError):
+                self._file.close()

@@ -27,6 +27,9 @@ __all__ = ["Completed", "ProcessRunner", "SpawnError"]
 # After the function process exits, a grandchild it left in the background may still hold
 # stdout open. Its output is awaited this long, then the process group is killed.
 EXIT_DRAIN_GRACE = 0.25
+# Seconds to wait for a killed process to exit before its request returns anyway.
+# NOTE: a process in uninterruptible sleep can outlive this wait, and then its slot is freed early.
+KILL_WAIT = 1.0
 _READ_SIZE = 256 * 1024
 # errno values that mean the machine, not the function, is out of a resource.
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
@@ -254,6 +257,10 @@ class ProcessRunner:
         except OSError as error:
             _close_all(child_fds + parent_fds)
             raise SpawnError(self.argv[0], error) from error
+        except BaseException:
+            # Such as ValueError for a NUL in the environment: the pipes must not leak either.
+            _close_all(child_fds + parent_fds)
+            raise
         exited = self.reaper.watch(pid)
         _close_all(child_fds)
         for fd in parent_fds:
@@ -279,8 +286,8 @@ class ProcessRunner:
             timed_out = True
         finally:
             if status is None:
-                self.reaper.forget(pid)
                 kill_tree(pid)
+                await _reap_killed(self.reaper, pid)
             else:
                 _kill_group(pid)
             for reader in readers:
@@ -290,6 +297,29 @@ class ProcessRunner:
         if timed_out or status is None:
             return Completed(pid, -signal.SIGKILL, timed_out=True)
         return Completed(pid, os.waitstatus_to_exitcode(status))
+
+
+async def _reap_killed(reaper: Reaper, pid: int) -> None:
+    """Wait up to KILL_WAIT for `pid`, just sent SIGKILL, to be reaped; then stop watching it.
+
+    A killed process takes a moment to exit. Returning at once would free its max_inflight slot
+    while it still runs, and the next request could start a process beside it.
+    """
+    try:
+        if not _reap_if_exited(pid):
+            # A fresh future: cancelling the run also cancelled the one that `run` awaited.
+            await asyncio.wait([reaper.watch(pid)], timeout=KILL_WAIT)
+    finally:
+        reaper.forget(pid)
+
+
+def _reap_if_exited(pid: int) -> bool:
+    """Reap `pid` if it has exited, without blocking; return True when it is gone."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True  # the SIGCHLD handler reaped it already
+    return reaped != 0
 
 
 async def _drain(readers: list[_PipeReader]) -> None:

@@ -14,11 +14,13 @@ import logging
 import signal
 import socket
 from collections.abc import Generator
+from typing import Any
 
 import uvicorn
 
 from .config import Config
 from .lifecycle import Lifecycle
+from .logs import RepeatedWarning
 from .metrics import Metrics
 from .reaper import Reaper
 
@@ -28,6 +30,8 @@ logger = logging.getLogger("watchdog")
 
 # Seconds that orphaned processes get between SIGTERM and SIGKILL when the watchdog stops.
 ORPHAN_GRACE = 2.0
+# The message of asyncio's exception handler context when accept() fails for lack of resources.
+_ACCEPT_FAILED = "socket.accept() out of system resource"
 
 
 class WatchdogServer(uvicorn.Server):
@@ -47,6 +51,7 @@ class WatchdogServer(uvicorn.Server):
         self.reaper = reaper
         self.metrics = metrics
         self.exit_code = 0
+        self._accept_failures = RepeatedWarning(logger)
         self._shutdown: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
@@ -63,7 +68,9 @@ class WatchdogServer(uvicorn.Server):
                 loop.remove_signal_handler(number)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        self.reaper.install(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self.reaper.install(loop)
+        loop.set_exception_handler(self._handle_loop_error)
         await super().startup(sockets)
         if self.should_exit:
             return
@@ -82,6 +89,22 @@ class WatchdogServer(uvicorn.Server):
         for listener in sockets or []:
             host, port = listener.getsockname()[:2]
             logger.info("Listening on http://%s:%s", host, port)
+
+    def _handle_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Log failed accepts at most once a second; pass any other error to asyncio's handler.
+
+        With no descriptor left, asyncio (CPython 3.11, selector_events.py) reports every failed
+        accept() with a traceback, up to `backlog` times per readable event, and tries again a
+        second later. The connections wait in the kernel's backlog meanwhile.
+        """
+        error = context.get("exception")
+        if context.get("message") == _ACCEPT_FAILED and isinstance(error, OSError):
+            self._accept_failures.warning(
+                "Failed to accept connections (%s): they wait in the backlog, retried every second",
+                error.strerror or error,
+            )
+            return
+        loop.default_exception_handler(context)
 
     def begin_shutdown(self, number: int) -> None:
         """Start the shutdown sequence for signal `number`; a second signal forces the exit."""
