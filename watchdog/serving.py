@@ -1,0 +1,97 @@
+"""Starting the watchdog: the listeners, the pieces of the app and the uvicorn server."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import uvicorn
+
+from . import __version__
+from .app import build_app
+from .config import Config
+from .handler import FunctionHandler
+from .iomodes import IOMode, RawMode
+from .lifecycle import Lifecycle
+from .limiter import Limiter
+from .metrics import Metrics
+from .oscar import OscarMode
+from .process import ProcessRunner
+from .protocol import protocol_class
+from .reaper import Reaper, set_child_subreaper
+from .server import WatchdogServer
+
+__all__ = ["LISTEN_BACKLOG", "serve"]
+
+logger = logging.getLogger("watchdog")
+
+# Connections waiting to be accepted; a burst beyond this is refused by the kernel.
+LISTEN_BACKLOG = 2048
+
+
+def _listen(port: int) -> socket.socket:
+    # asyncio sets TCP_NODELAY on accepted connections only when the socket's proto is
+    # IPPROTO_TCP; socket.create_server leaves it 0, and Nagle's algorithm then delays each
+    # response body by the client's delayed ACK (40 ms on Linux).
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", port))
+        listener.listen(LISTEN_BACKLOG)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+def serve(config: Config) -> int:
+    """Serve until a signal ends the shutdown sequence; returns the exit status."""
+    settings = " ".join(f"{name}={value}" for name, value in config.describe().items())
+    logger.info("Starting fwatchdog %s: %s", __version__, settings)
+
+    metrics = Metrics()
+    try:
+        metrics.listen(config.metrics_port)
+    except OSError as error:
+        logger.error(
+            "Failed to listen on metrics_port %s (%s): free the port or set metrics_port",
+            config.metrics_port,
+            error.strerror or error,
+        )
+        return 2
+    logger.info("Metrics listening on http://0.0.0.0:%s/metrics", config.metrics_port)
+    try:
+        listener = _listen(config.port)
+    except OSError as error:
+        logger.error(
+            "Failed to listen on port %s (%s): free the port or set port",
+            config.port,
+            error.strerror or error,
+        )
+        metrics.close()
+        return 2
+
+    if set_child_subreaper():
+        logger.info("Registered as child subreaper: orphaned processes are reaped here")
+    reaper = Reaper()
+    lifecycle = Lifecycle(config.suppress_lock)
+    runner = ProcessRunner(
+        config.fprocess,
+        reaper,
+        combine_output=config.combine_output,
+        exec_timeout=config.exec_timeout,
+    )
+    io_mode: IOMode = OscarMode() if config.io_mode == "oscar" else RawMode(config.marshal_request)
+    handler = FunctionHandler(config, runner, Limiter(config.max_inflight), lifecycle, io_mode)
+    server_config = uvicorn.Config(
+        build_app(handler, lifecycle, metrics),
+        http=protocol_class(config.read_timeout),
+        loop="asyncio",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    server = WatchdogServer(server_config, config, lifecycle, reaper, metrics)
+    server.run(sockets=[listener])
+    return server.exit_code
