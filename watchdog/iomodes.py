@@ -40,7 +40,7 @@ class IOMode(Protocol):
 
 
 class BadRequest(Exception):
-    """A request body that the I/O mode cannot turn into process input (answered 400)."""
+    """A request body that the I/O mode cannot turn into process input; the handler returns 400."""
 
 
 class _RawExchange:

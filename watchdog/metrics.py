@@ -50,7 +50,7 @@ class Metrics:
             self._server = None
 
     def instrument(self, app: ASGIApp) -> ASGIApp:
-        """Wrap the function route so each answered request is counted and timed."""
+        """Wrap the function route so that each request with a response is counted and timed."""
         return _Instrumented(app, self)
 
 
