@@ -54,21 +54,21 @@ class StderrLog:
     def __init__(self, scope: Scope) -> None:
         self._request = f"{scope['method']} {scope['path']}"
         self._parts: list[bytes] = []
-        self._kept = 0
+        self._logged_size = 0
         self._dropped = 0
 
     def write(self, data: bytes) -> None:
-        room = STDERR_LOG_LIMIT - self._kept
+        room = STDERR_LOG_LIMIT - self._logged_size
         if room > 0:
             self._parts.append(data[:room])
-            self._kept += min(room, len(data))
+            self._logged_size += min(room, len(data))
         self._dropped += max(len(data) - max(room, 0), 0)
 
     def flush(self) -> None:
-        if not self._kept:
+        if not self._logged_size:
             return
         text = b"".join(self._parts).decode("utf-8", "replace").rstrip("\n")
         suffix = f" ({self._dropped} more bytes not logged)" if self._dropped else ""
         logger.info("Function stderr of %s: %s%s", self._request, text, suffix)
         self._parts = []
-        self._kept = 0
+        self._logged_size = 0

@@ -3,7 +3,7 @@
 Input:  [{"customer": "ada", "amount": 12.5}, ...]
 Output: {"customers": [{"customer": "ada", "total": 12.5, "orders": 1}, ...], "total": 12.5}
 A body that is not such a list exits with status 1 and a message on stderr, so the watchdog
-answers 500 with that message.
+returns 500 with that message.
 """
 
 import json
