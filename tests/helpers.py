@@ -102,11 +102,25 @@ class Watchdog:
         def __call__(self, **settings: str) -> Watchdog: ...
 
     @classmethod
-    def start(cls, directory: Path, settings: dict[str, str], *, wait: bool = True) -> Watchdog:
-        """Start fwatchdog with `settings` as environment variables and wait until it listens."""
+    def start(
+        cls,
+        directory: Path,
+        settings: dict[str, str],
+        *,
+        command: list[str] | None = None,
+        path: str | None = None,
+        wait: bool = True,
+    ) -> Watchdog:
+        """Start fwatchdog with `settings` as environment variables and wait until it listens.
+
+        `command` replaces `python -m watchdog` (for the built executable), and `path`
+        replaces the PATH of the test run.
+        """
         tmpdir = directory / "tmp"
         tmpdir.mkdir(parents=True)
         environment = base_environment(tmpdir)
+        if path is not None:
+            environment["PATH"] = path
         environment.setdefault("fprocess", "cat")
         port = free_port()
         metrics_port = free_port()
@@ -118,8 +132,9 @@ class Watchdog:
         log_path = directory / "watchdog.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "watchdog"],
+                command or [sys.executable, "-m", "watchdog"],
                 env=environment,
+                cwd=directory,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 import watchdog
-from tests.helpers import Watchdog, free_port, wait_until
+from tests.helpers import Watchdog, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -65,42 +65,13 @@ def start_binary(executable: Path, tmp_path: Path) -> Iterator[Watchdog.Factory]
     started: list[Watchdog] = []
 
     def start(**settings: str) -> Watchdog:
-        directory = tmp_path / f"server{len(started)}"
-        tmpdir = directory / "tmp"
-        tmpdir.mkdir(parents=True)
-
-        port = free_port()
-        # free_port can return the same number twice once the first probe socket is closed.
-        metrics_port = free_port()
-        while metrics_port == port:
-            metrics_port = free_port()
-        environment = {
-            "PATH": SYSTEM_PATH,
-            "LANG": "C.UTF-8",
-            "TMPDIR": str(tmpdir),
-            "fprocess": "cat",
-            "port": str(port),
-            "metrics_port": str(metrics_port),
-            **settings,
-        }
-
-        log_path = directory / "watchdog.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [str(executable)],
-                env=environment,
-                cwd=directory,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-        server = Watchdog(
-            process, int(environment["port"]), int(environment["metrics_port"]), tmpdir, log_path
+        server = Watchdog.start(
+            tmp_path / f"server{len(started)}",
+            settings,
+            command=[str(executable)],
+            path=SYSTEM_PATH,
         )
         started.append(server)
-        server.wait_listening()
         return server
 
     yield start

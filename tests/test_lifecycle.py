@@ -125,7 +125,7 @@ def test_sigterm_drains_in_flight_and_serves_interval(start_watchdog: Watchdog.F
     wait_until(lambda: (watchdog.tmpdir / "pids").exists(), 10, "the slow request to start")
     signalled = time.monotonic()
     watchdog.signal(signal.SIGTERM)
-    watchdog.wait_log("Received SIGTERM: health now answers 503, 1 requests in flight")
+    watchdog.wait_log("Received SIGTERM: health now returns 503, 1 requests in flight")
     with watchdog.client() as client:
         health = client.get("/_/health")
         during = client.get("/quick")

@@ -33,8 +33,8 @@ class HealthEndpoint:
 def build_app(handler: FunctionHandler, lifecycle: Lifecycle, metrics: Metrics) -> Router:
     """Route the exact health path to HealthEndpoint and every other path to the function.
 
-    A bare Router, without Starlette's error and exception middleware: the handler answers
-    every failure itself, and uvicorn answers 500 for anything that escapes it.
+    A bare Router, without Starlette's error and exception middleware: the handler responds to
+    every failure itself, and uvicorn returns 500 for anything that escapes it.
     """
     return Router(
         routes=[

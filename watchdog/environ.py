@@ -1,4 +1,4 @@
-"""Request data as the function process sees it: `Http_*` variables and the marshalled request.
+"""Request data passed to the function process: `Http_*` variables and the marshalled request.
 
 Pure functions of the request's parts, so they are tested without a server or a process.
 """

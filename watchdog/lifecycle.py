@@ -88,7 +88,7 @@ class Lifecycle:
     async def drain(self, timeout: float | None) -> int:
         """Wait until no request is in flight, for at most `timeout` seconds (None: no limit).
 
-        Requests still running then are told to stop with 503; returns how many there were.
+        Requests still running then are stopped with 503; returns how many there were.
         """
         try:
             async with asyncio.timeout(timeout):

@@ -85,7 +85,7 @@ class Output:
         """Release the memory or the temp file; safe to call twice."""
         self._chunks = []
         if self._file is not None:
-            # After a failed write the buffer still contains data and close() fails to flush it
-            # again; the descriptor is closed all the same, and the error was already reported.
+            # After a failed write, close() fails again to flush the buffered data. The descriptor
+            # is closed all the same, and the error was already reported by write().
             with contextlib.suppress(OSError):
                 self._file.close()

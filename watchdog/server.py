@@ -1,9 +1,10 @@
 """The uvicorn server, its signals and the shutdown sequence.
 
-SIGTERM: health answers 503 and the lock file goes at once; new requests are still served for
-healthcheck_interval so the orchestrator can remove the endpoint; then the listener closes and
-requests in flight get up to write_timeout to finish, after which they are answered 503 and their
-process groups killed. SIGINT runs the same sequence without the healthcheck_interval wait.
+On SIGTERM, health returns 503 and the lock file is removed at once. New requests are still
+served for healthcheck_interval, so the orchestrator can remove the endpoint. Then the listener
+closes and requests in flight get up to write_timeout to finish. Requests still running when
+that time is up, or at a second signal, get 503 and their process groups are killed. SIGINT
+runs the same sequence without the healthcheck_interval wait.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class WatchdogServer(uvicorn.Server):
         name = signal.Signals(number).name
         config = self.watchdog_config
         logger.info(
-            "Received %s: health now answers 503, %d requests in flight",
+            "Received %s: health now returns 503, %d requests in flight",
             name,
             self.lifecycle.in_flight,
         )
@@ -142,7 +143,7 @@ class WatchdogServer(uvicorn.Server):
         stopped = await self.lifecycle.drain(config.write_timeout or None)
         if stopped:
             logger.warning(
-                "Stopped %d requests still running after write_timeout: answered 503", stopped
+                "Stopped %d requests still running after write_timeout with 503", stopped
             )
         else:
             logger.info("All requests in flight finished")
