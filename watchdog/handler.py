@@ -53,6 +53,8 @@ Headers = list[tuple[bytes, bytes]]
 
 _ALLOW = ", ".join(sorted(ALLOWED_METHODS)).encode()
 _TEXT: Headers = [(b"content-type", b"text/plain; charset=utf-8")]
+# nginx's code for a request that the client closed; only the access log shows it.
+_CLIENT_LEFT = 499
 
 
 class WriteTimeout(Exception):
@@ -64,7 +66,7 @@ def _seconds(value: float) -> str:
 
 
 class FunctionHandler:
-    """The ASGI endpoint that runs the function for every request on every path but health."""
+    """Run the function for every request on every path but health; `handle` is the endpoint."""
 
     def __init__(
         self,
@@ -93,16 +95,18 @@ class FunctionHandler:
         self._token = config.auth_token.encode() if config.auth_token else None
         self._rejections = RepeatedWarning(logger)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer one request; return the status sent, or 0 when the client left before it."""
         started = time.monotonic()
         counting = _CountingSend(send)
         status = await self._dispatch(scope, receive, counting, started)
         if status == 429:
-            return  # counted in the rejection warning: a flood of them would flood the log
+            return status  # counted in the rejection warning: a flood of them would flood the log
         access_logger.info(
             "%s %s %s %.6fs %d bytes",
             scope["method"], scope["path"], status, time.monotonic() - started, counting.sent,
         )  # fmt: skip
+        return 0 if status == _CLIENT_LEFT else status
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, started: float) -> int:
         if scope["method"] not in ALLOWED_METHODS:
@@ -166,7 +170,7 @@ class FunctionHandler:
             return await self._respond(scope, send, headers, completed, exchange, output, started)
         except ClientDisconnect:
             logger.warning("Client disconnected from %s %s; process killed", *_request(scope))
-            return 499  # nginx's code for a request the client closed, for the access log only
+            return _CLIENT_LEFT
         except Exception as error:
             failure = _failure(error, config)
             if failure is None:

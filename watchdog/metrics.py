@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["Metrics"]
+__all__ = ["Handler", "Metrics"]
+
+# An ASGI endpoint that returns the status it answered, or 0 when it sent no response.
+Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
 
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -38,6 +42,8 @@ class Metrics:
             registry=self.registry,
         )
         self._server: Any = None
+        # Label lookups take a lock and validate the labels, so each pair's children are kept.
+        self._children: dict[tuple[int, str], tuple[Any, Any]] = {}
 
     def listen(self, port: int, host: str = "0.0.0.0") -> None:
         """Serve /metrics on `port` from a thread; raises OSError when the port is busy."""
@@ -49,34 +55,36 @@ class Metrics:
             self._server.server_close()
             self._server = None
 
-    def instrument(self, app: ASGIApp) -> ASGIApp:
+    def instrument(self, handler: Handler) -> ASGIApp:
         """Wrap the function route so that each request with a response is counted and timed."""
-        return _Instrumented(app, self)
+        return _Instrumented(handler, self)
+
+    def record(self, status: int, method: str, seconds: float) -> None:
+        """Count one answered request and observe its duration."""
+        key = (status, method)
+        children = self._children.get(key)
+        if children is None:
+            labels = (str(status), method.lower())
+            children = (self.requests.labels(*labels), self.duration.labels(*labels))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class _Instrumented:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+    def __init__(self, handler: Handler, metrics: Metrics) -> None:
+        self.handler = handler
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
         status = 0
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_and_record)
+            status = await self.handler(scope, receive, send)
         finally:
             self.metrics.in_flight.dec()
             # A request whose client left before any response was sent is not counted, so the
             # totals equal what clients received.
             if status:
-                labels = (str(status), scope["method"].lower())
-                self.metrics.requests.labels(*labels).inc()
-                self.metrics.duration.labels(*labels).observe(time.monotonic() - started)
+                self.metrics.record(status, scope["method"], time.monotonic() - started)

@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import os
+import shutil
 import signal
 from collections.abc import AsyncIterable, Callable, Mapping
 
@@ -200,6 +202,11 @@ class ProcessRunner:
         self.reaper = reaper
         self.combine_output = combine_output
         self.exec_timeout = exec_timeout
+        # The PATH search is done once: posix_spawnp would repeat it in the child for every
+        # request, trying each PATH entry with execve, while the event loop waits for the exec.
+        # A command that is not found now is searched for at each request, as before.
+        self.executable = shutil.which(argv[0]) if argv else None
+        self._spawn = os.posix_spawn if self.executable else os.posix_spawnp
 
     async def run(
         self,
@@ -243,11 +250,11 @@ class ProcessRunner:
             _close_all(child_fds + parent_fds)
             raise SpawnError(self.argv[0], error) from error
 
-        # posix_spawnp returns once the child has called exec and holds the GIL until then
+        # posix_spawn returns once the child has called exec and holds the GIL until then
         # (CPython 3.11), so calling it from a thread pool was measured to gain nothing.
         try:
-            pid = os.posix_spawnp(
-                self.argv[0],
+            pid = self._spawn(
+                self.executable or self.argv[0],
                 self.argv,
                 environment,
                 file_actions=actions,
@@ -264,7 +271,9 @@ class ProcessRunner:
         exited = self.reaper.watch(pid)
         _close_all(child_fds)
         for fd in parent_fds:
-            os.set_blocking(fd, False)
+            # Pipe ends carry no other status flag, so one F_SETFL replaces os.set_blocking's two
+            # calls.
+            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
 
         # An output that cannot be stored stops the process at once instead of at a timeout.
         readers = [_PipeReader(loop, stdout_fd, output.write, lambda: _kill_group(pid))]
@@ -324,9 +333,13 @@ def _reap_if_exited(pid: int) -> bool:
 
 async def _drain(readers: list[_PipeReader]) -> None:
     """Wait for end of file on every pipe, for at most EXIT_DRAIN_GRACE after the exit."""
-    done, _ = await asyncio.wait([reader.done for reader in readers], timeout=EXIT_DRAIN_GRACE)
-    for future in done:
-        future.result()  # re-raises OutputError
+    futures = [reader.done for reader in readers]
+    if not all(future.done() for future in futures):
+        # Usually end of file came before the exit status; otherwise give the pipes a moment.
+        await asyncio.wait(futures, timeout=EXIT_DRAIN_GRACE)
+    for future in futures:
+        if future.done():
+            future.result()  # re-raises OutputError
 
 
 def _close_all(fds: list[int]) -> None:

@@ -88,6 +88,9 @@ def serve(config: Config) -> int:
         http=protocol_class(config.read_timeout),
         loop="asyncio",
         lifespan="off",
+        ws="none",
+        # The watchdog has no use for a client address taken from X-Forwarded-For.
+        proxy_headers=False,
         log_config=None,
         access_log=False,
         server_header=False,
