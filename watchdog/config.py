@@ -20,6 +20,8 @@ __all__ = ["OPTIONS", "Config", "ConfigError", "Option", "load_config", "parse_d
 
 ENV_PREFIX = "WATCHDOG_"
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+# Each worker is a whole interpreter of about 25 MiB, so the count is kept to what a pod can use.
+MAX_WORKERS = 64
 
 
 class ConfigError(ValueError):
@@ -87,6 +89,13 @@ def _parse_port(text: str) -> int:
     if port > 65535:
         raise ValueError(text)
     return port
+
+
+def _parse_workers(text: str) -> int:
+    count = _parse_count(text)
+    if not 1 <= count <= MAX_WORKERS:
+        raise ValueError(text)
+    return count
 
 
 def _parse_size(text: str) -> int:
@@ -230,6 +239,14 @@ OPTIONS: tuple[Option, ...] = (
         "Maximum concurrent function requests; the rest get 429 at once.",
     ),
     Option(
+        "workers",
+        _parse_workers,
+        1,
+        "a whole number from 1 to 64",
+        "Processes that serve requests on the same port, each with its own event loop. More "
+        "than 1 lets the HTTP work use more cores; max_inflight holds across them.",
+    ),
+    Option(
         "max_body_size",
         _parse_size,
         0,
@@ -341,6 +358,7 @@ class Config:
     exec_timeout: float = 0.0
     healthcheck_interval: float | None = None
     max_inflight: int = 0
+    workers: int = 1
     max_body_size: int = 0
     cgi_headers: bool = True
     marshal_request: bool = False

@@ -36,7 +36,7 @@ from .body import BodyTimeout, BodyTooLarge, ClientDisconnect, RequestBody
 from .config import OPTIONS, Config
 from .iomodes import BadRequest, Exchange, IOMode
 from .lifecycle import Lifecycle, ShuttingDown
-from .limiter import Limiter
+from .limiter import Limiter, SharedLimiter
 from .logs import RepeatedWarning
 from .output import Output
 from .process import Completed, OutputError, ProcessRunner, SpawnError
@@ -72,7 +72,7 @@ class FunctionHandler:
         self,
         config: Config,
         runner: ProcessRunner,
-        limiter: Limiter,
+        limiter: Limiter | SharedLimiter,
         lifecycle: Lifecycle,
         io_mode: IOMode,
         base_environment: Mapping[bytes, bytes] | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Mapping
 
 import uvicorn
 
@@ -13,7 +14,7 @@ from .config import Config
 from .handler import FunctionHandler
 from .iomodes import IOMode, RawMode
 from .lifecycle import Lifecycle
-from .limiter import Limiter
+from .limiter import Limiter, SharedLimiter
 from .metrics import Metrics
 from .oscar import OscarMode
 from .process import ProcessRunner
@@ -21,7 +22,7 @@ from .protocol import protocol_class
 from .reaper import Reaper, set_child_subreaper
 from .server import WatchdogServer
 
-__all__ = ["LISTEN_BACKLOG", "serve"]
+__all__ = ["LISTEN_BACKLOG", "listen", "log_busy_port", "run_server", "serve"]
 
 logger = logging.getLogger("watchdog")
 
@@ -29,13 +30,20 @@ logger = logging.getLogger("watchdog")
 LISTEN_BACKLOG = 2048
 
 
-def _listen(port: int) -> socket.socket:
+def listen(port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Bind and listen on `port` on every address; raises OSError when it is busy.
+
+    With `reuse_port`, several sockets can share the port, and the kernel spreads new
+    connections over them (SO_REUSEPORT).
+    """
     # asyncio sets TCP_NODELAY on accepted connections only when the socket's proto is
     # IPPROTO_TCP; socket.create_server leaves it 0, and Nagle's algorithm then delays each
     # response body by the client's delayed ACK (40 ms on Linux).
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind(("0.0.0.0", port))
         listener.listen(LISTEN_BACKLOG)
     except OSError:
@@ -48,29 +56,45 @@ def serve(config: Config) -> int:
     """Serve until a signal ends the shutdown sequence; returns the exit status."""
     settings = " ".join(f"{name}={value}" for name, value in config.describe().items())
     logger.info("Starting fwatchdog %s: %s", __version__, settings)
+    if config.workers > 1:
+        from .workers import supervise
+
+        return supervise(config)
 
     metrics = Metrics()
     try:
         metrics.listen(config.metrics_port)
     except OSError as error:
-        logger.error(
-            "Failed to listen on metrics_port %s (%s): free the port or set metrics_port",
-            config.metrics_port,
-            error.strerror or error,
-        )
+        log_busy_port("metrics_port", config.metrics_port, error)
         return 2
     logger.info("Metrics listening on http://0.0.0.0:%s/metrics", config.metrics_port)
     try:
-        listener = _listen(config.port)
+        listener = listen(config.port)
     except OSError as error:
-        logger.error(
-            "Failed to listen on port %s (%s): free the port or set port",
-            config.port,
-            error.strerror or error,
-        )
+        log_busy_port("port", config.port, error)
         metrics.close()
         return 2
+    return run_server(config, listener, metrics, Limiter(config.max_inflight))
 
+
+def log_busy_port(name: str, port: int, error: OSError) -> None:
+    logger.error(
+        "Failed to listen on %s %s (%s): free the port or set %s",
+        name, port, error.strerror or error, name,
+    )  # fmt: skip
+
+
+def run_server(
+    config: Config,
+    listener: socket.socket,
+    metrics: Metrics,
+    limiter: Limiter | SharedLimiter,
+    base_environment: Mapping[bytes, bytes] | None = None,
+) -> int:
+    """Serve the function on `listener` until the shutdown sequence ends; return the exit status.
+
+    `base_environment` is what every function process inherits (default: this process's).
+    """
     if set_child_subreaper():
         logger.info("Registered as child subreaper: orphaned processes are reaped here")
     reaper = Reaper()
@@ -82,7 +106,7 @@ def serve(config: Config) -> int:
         exec_timeout=config.exec_timeout,
     )
     io_mode: IOMode = OscarMode() if config.io_mode == "oscar" else RawMode(config.marshal_request)
-    handler = FunctionHandler(config, runner, Limiter(config.max_inflight), lifecycle, io_mode)
+    handler = FunctionHandler(config, runner, limiter, lifecycle, io_mode, base_environment)
     server_config = uvicorn.Config(
         build_app(handler, lifecycle, metrics),
         http=protocol_class(config.read_timeout),

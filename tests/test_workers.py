@@ -1,0 +1,150 @@
+"""workers above 1: one port served by several processes, with shared limits and metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import Watchdog, base_environment, free_port, run_watchdog, wait_until
+
+
+def _children(pid: int) -> list[int]:
+    """Return the pids whose parent is `pid`, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _samples(watchdog: Watchdog) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"http://127.0.0.1:{watchdog.metrics_port}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _wait_workers(watchdog: Watchdog, count: int) -> list[int]:
+    wait_until(
+        lambda: watchdog.log().count("Listening on") == count, 15, f"{count} workers to listen"
+    )
+    return _children(watchdog.process.pid)
+
+
+def test_workers_share_the_port_and_sum_their_metrics(start_watchdog: Watchdog.Factory) -> None:
+    # The function prints the pid of its parent: the worker that spawned it.
+    watchdog = start_watchdog(fprocess="sh -c 'echo $PPID'", workers="2")
+    workers = _wait_workers(watchdog, 2)
+    assert len(workers) == 2
+    served = set()
+    for _ in range(40):
+        # A new connection each time: the kernel spreads connections, not requests.
+        response = httpx.post(watchdog.url, content=b"", timeout=10)
+        assert response.status_code == 200
+        served.add(int(response.text))
+    assert served == set(workers)
+
+    samples = _samples(watchdog)
+    assert samples[("http_requests_total", (("code", "200"), ("method", "post")))] == 40
+    assert samples[("http_requests_in_flight", ())] == 0
+    assert samples[("process_resident_memory_bytes", ())] > 0
+
+
+def test_max_inflight_holds_across_workers(start_watchdog: Watchdog.Factory) -> None:
+    release = "$TMPDIR/release"
+    script = f'if [ -n "$Http_Wait" ]; then while [ ! -e {release} ]; do sleep 0.02; done; fi'
+    watchdog = start_watchdog(
+        fprocess=f"sh -c '{script}; echo done'", workers="2", max_inflight="1"
+    )
+    _wait_workers(watchdog, 2)
+    held: list[httpx.Response] = []
+    waiting = threading.Thread(
+        target=lambda: held.append(httpx.post(watchdog.url, headers={"Wait": "1"}, timeout=20))
+    )
+    waiting.start()
+    wait_until(lambda: _samples(watchdog)[("http_requests_in_flight", ())] == 1, 10, "in flight")
+    # Separate connections reach both workers; each one sees the slot taken.
+    statuses = [httpx.post(watchdog.url, timeout=10).status_code for _ in range(20)]
+    (watchdog.tmpdir / "release").touch()
+    waiting.join(20)
+    assert statuses == [429] * 20
+    assert held[0].status_code == 200
+    assert httpx.post(watchdog.url, timeout=10).status_code == 200
+
+
+def test_sigterm_stops_every_worker(start_watchdog: Watchdog.Factory) -> None:
+    watchdog = start_watchdog(workers="3", healthcheck_interval="0")
+    workers = _wait_workers(watchdog, 3)
+    with watchdog.client() as client:
+        assert client.post("/", content=b"x").text == "x"
+    watchdog.signal(signal.SIGTERM)
+    assert watchdog.wait_exit() == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists()
+    log = watchdog.log()
+    assert log.count("Received SIGTERM: health now returns 503") == 3
+    assert "Received SIGTERM: passing it on to 3 workers" in log
+    assert "Watchdog stopped: every worker has exited" in log
+    assert not watchdog.lock_path.exists()
+    assert not [entry for entry in watchdog.tmpdir.iterdir() if "metrics" in entry.name]
+
+
+def test_a_worker_that_dies_stops_the_watchdog(start_watchdog: Watchdog.Factory) -> None:
+    watchdog = start_watchdog(workers="2", healthcheck_interval="0")
+    first, second = _wait_workers(watchdog, 2)
+    os.kill(first, signal.SIGKILL)
+    assert watchdog.wait_exit() == 1
+    assert not Path(f"/proc/{second}").exists()
+    assert "exited with code -9 before any signal: stopping the others" in watchdog.log()
+
+
+def test_workers_stop_when_the_supervisor_is_killed(start_watchdog: Watchdog.Factory) -> None:
+    # SIGTERM runs the usual sequence in each worker, without the healthcheck_interval wait here.
+    watchdog = start_watchdog(workers="2", healthcheck_interval="0")
+    workers = _wait_workers(watchdog, 2)
+    watchdog.process.kill()
+    watchdog.wait_exit()
+    for pid in workers:
+        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 15, f"worker {pid} to exit")
+
+
+def test_busy_port_stops_start_up_with_workers(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        environment = base_environment(tmp_path) | {
+            "fprocess": "cat",
+            "port": str(port),
+            "metrics_port": str(free_port()),
+            "workers": "2",
+        }
+        result = run_watchdog(environment)
+    assert result.returncode == 2
+    assert f"Failed to listen on port {port}" in result.stderr
+    assert "Started worker" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two", "-1"])
+def test_workers_out_of_range_is_a_configuration_error(tmp_path: Path, value: str) -> None:
+    environment = base_environment(tmp_path) | {"fprocess": "cat", "workers": value}
+    result = run_watchdog(environment)
+    assert result.returncode == 2
+    assert f"workers has the invalid value {value!r}: expected a whole number from 1 to 64" in (
+        result.stderr
+    )
