@@ -1,6 +1,7 @@
 """Command line of the load-testing harness.
 
     python -m bench run [SCENARIO ...] [--quick] [--server CMD] [--against CMD] [--repeat N]
+                        [--set NAME=VALUE ...]
     python -m bench report RESULTS.json
 
 ``run`` starts each watchdog as an external command, drives the scenarios, prints a table,
@@ -119,11 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_OUTPUT_DIR,
         help="directory of the results JSON and SVG (default: bench/results)",
     )
+    run.add_argument(
+        "--set",
+        action="append",
+        type=_setting,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a watchdog setting for every scenario and both servers, such as workers=2 "
+        "(repeatable)",
+    )
     run.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
 
     report = commands.add_parser("report", help="print a results file and render its SVG again")
     report.add_argument("results", type=Path, help="results JSON written by 'run'")
     return parser
+
+
+def _setting(text: str) -> tuple[str, str]:
+    name, separator, value = text.partition("=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def _settings_from_args(args: argparse.Namespace) -> Settings:
@@ -135,6 +152,8 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         overrides["connections"] = args.connections
     if args.body_sizes is not None:
         overrides["large_body_sizes"] = args.body_sizes
+    if args.set:
+        overrides["server_settings"] = tuple(args.set)
     return dataclasses.replace(settings, **overrides)
 
 

@@ -47,6 +47,7 @@ def _program(name: str) -> str:
 
 
 def _server(settings: Settings, spec: ServerSpec, environment: dict[str, str]) -> RunningServer:
+    environment = {**environment, **dict(settings.server_settings)}
     comm = Path(environment["fprocess"].split()[0]).name[:15]
     return RunningServer(
         spec=spec,

@@ -39,6 +39,9 @@ class Settings:
     exec_timeout_s: int = 1
     ready_timeout_s: float = 30.0
     stop_timeout_s: float = 30.0
+    # Watchdog settings added to every scenario's environment, such as workers=2; they win over
+    # the scenario's own.
+    server_settings: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

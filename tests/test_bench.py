@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from bench import cli
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = {"spawn-ceiling", "loadgen-ceiling", "throughput", "overload", "large-body", "timeout"}
 MACHINE_FIELDS = ("cores", "cpu_model", "kernel", "python", "memory_total_bytes")
@@ -113,3 +115,11 @@ def test_quick_run_writes_svg(quick_run: dict[str, Any]) -> None:
     root = ElementTree.parse(svg_path).getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     assert root.findall(".//{http://www.w3.org/2000/svg}circle"), "the chart has no points"
+
+
+def test_set_adds_a_setting_to_every_scenario() -> None:
+    args = cli.build_parser().parse_args(["run", "--set", "workers=2", "--set", "x=a=b"])
+    settings = cli._settings_from_args(args)
+    assert settings.server_settings == (("workers", "2"), ("x", "a=b"))
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["run", "--set", "workers"])
