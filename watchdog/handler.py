@@ -197,37 +197,55 @@ class FunctionHandler:
         started: float,
         drained: asyncio.Future[None],
     ) -> Completed:
-        """Run the process while watching for a disconnect, write_timeout and the drain's end."""
+        """Run the process in this task; a disconnect, write_timeout or the drain's end stops it.
+
+        Each of the three cancels this task, which kills the process group, and the first one
+        is raised instead of the CancelledError. No task of its own for the run, and no
+        asyncio.wait, keeps the cost per request down.
+        """
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("FunctionHandler must run in a task")
+        reasons: list[Exception] = []
+        running = True
+
+        def stop(reason: Exception) -> None:
+            if running and not reasons:
+                reasons.append(reason)
+                task.cancel()
+
+        def on_disconnect(watcher: asyncio.Future[None]) -> None:
+            if not watcher.cancelled():
+                stop(ClientDisconnect())
+
+        def on_drained(future: asyncio.Future[None]) -> None:
+            stop(ShuttingDown())
+
         stderr_log = None if self.config.combine_output else StderrLog(scope)
-        run = asyncio.ensure_future(
-            self.runner.run(
-                environment, exchange.stdin, output, stderr_log.write if stderr_log else None
-            )
-        )
         disconnect = asyncio.ensure_future(body.wait_disconnect())
-        remaining = None
+        disconnect.add_done_callback(on_disconnect)
+        drained.add_done_callback(on_drained)
+        timer = None
         if self.config.write_timeout:
             remaining = max(self.config.write_timeout - (time.monotonic() - started), 0)
+            timer = asyncio.get_running_loop().call_later(remaining, stop, WriteTimeout())
         try:
-            waited: list[asyncio.Future[object]] = [run, disconnect, drained]  # type: ignore[list-item]
-            done, _ = await asyncio.wait(
-                waited, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            return await self.runner.run(
+                environment, exchange.stdin, output, stderr_log.write if stderr_log else None
             )
+        except asyncio.CancelledError:
+            if not reasons:
+                raise  # cancelled from outside, such as by the server
+            task.uncancel()
+            raise reasons[0] from None
         finally:
+            running = False
             disconnect.cancel()
-            if not run.done():
-                # Cancelling the run kills the process group before the task ends.
-                run.cancel()
-                await asyncio.gather(run, return_exceptions=True)
+            drained.remove_done_callback(on_drained)
+            if timer is not None:
+                timer.cancel()
             if stderr_log is not None:
                 stderr_log.flush()
-        if run in done:
-            return run.result()
-        if disconnect in done:
-            raise ClientDisconnect
-        if drained in done:
-            raise ShuttingDown
-        raise WriteTimeout
 
     async def _respond(
         self,
