@@ -36,6 +36,9 @@ class SharedLimiter:
 
     The workers run at the same time, so a lock guards each check and update. Only a positive
     maximum needs one: with no maximum, each worker keeps a Limiter of its own.
+
+    NOTE: a worker killed while it holds the lock (a few bytecodes long) leaves it held, and the
+    other workers then block in try_acquire while the supervisor stops them.
     """
 
     def __init__(self, maximum: int) -> None:
