@@ -39,7 +39,12 @@ RESERVED = frozenset(
     }
 )
 
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _is_token(name: bytes) -> bool:
+    """Return True when every byte of `name` is in the HTTP token set."""
+    return not name.translate(None, _TOKEN)
 
 
 class HeaderTooLarge(ValueError):
@@ -69,7 +74,7 @@ def canonical_header_name(name: bytes) -> bytes:
     A name with a byte outside the HTTP token set is returned unchanged, as Go's
     CanonicalMIMEHeaderKey does.
     """
-    if any(byte not in _TOKEN for byte in name):
+    if not _is_token(name):
         return name
     return b"-".join(word[:1].upper() + word[1:].lower() for word in name.split(b"-"))
 
@@ -100,7 +105,7 @@ def cgi_environment(
     content_length: bytes | None = None
     transfer_encoding: bytes | None = None
     for name, value in headers:
-        if not name or any(byte not in _TOKEN for byte in name) or b"\0" in value:
+        if not name or not _is_token(name) or b"\0" in value:
             continue
         if name == b"content-length":
             content_length = content_length or value
