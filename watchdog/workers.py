@@ -79,7 +79,14 @@ def _supervise(config: Config, directory: str) -> int:
     supervisor = os.getpid()
     workers: dict[int, int] = {}
     for number, listener in enumerate(listeners, start=1):
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as error:
+            logger.error(
+                "Failed to start worker %d of %d (%s): stopping the %d already started",
+                number, config.workers, error.strerror or error, len(workers),
+            )  # fmt: skip
+            return _stop_started(workers, listeners, metrics_listener, directory)
         if pid == 0:
             for other in listeners:
                 if other is not listener:
@@ -98,6 +105,22 @@ def _supervise(config: Config, directory: str) -> int:
         return _Supervisor(workers, directory).wait()
     finally:
         metrics_listener.close()
+
+
+def _stop_started(
+    workers: dict[int, int],
+    listeners: list[socket.socket],
+    metrics_listener: MetricsListener,
+    directory: str,
+) -> int:
+    """Stop the workers started so far, after a failed fork; return the exit status 1."""
+    for listener in listeners:
+        listener.close()
+    metrics_listener.close()
+    supervisor = _Supervisor(workers, directory)
+    supervisor.stop_all()
+    supervisor.wait()
+    return 1
 
 
 def _run_worker(
@@ -168,6 +191,11 @@ class _Supervisor:
         self.signalled = True
         self._send_all(number)
 
+    def stop_all(self) -> None:
+        """Send SIGTERM to every worker, as a signal to the supervisor would."""
+        self.signalled = True
+        self._send_all(signal.SIGTERM)
+
     def _send_all(self, number: int) -> None:
         for pid in self.workers:
             with contextlib.suppress(ProcessLookupError):
@@ -185,8 +213,7 @@ class _Supervisor:
                 number, pid, code,
             )  # fmt: skip
             self.exit_code = code if code > 0 else 1
-            self.signalled = True
-            self._send_all(signal.SIGTERM)
+            self.stop_all()
         elif code != 0:
             logger.warning("Worker %d (pid %d) exited with code %d", number, pid, code)
             self.exit_code = self.exit_code or (code if code > 0 else 1)
