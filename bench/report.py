@@ -74,6 +74,9 @@ def _describe_run(document: dict[str, Any]) -> list[str]:
     ]
     for key, server in document["servers"].items():
         lines.append(f"Server {key}: {' '.join(server['command'])}")
+    added = settings.get("server_settings")  # absent from files of older versions
+    if added:
+        lines.append("Settings added to every scenario: " + " ".join(f"{n}={v}" for n, v in added))
     return lines
 
 

@@ -110,17 +110,62 @@ def test_a_worker_that_dies_stops_the_watchdog(start_watchdog: Watchdog.Factory)
     os.kill(first, signal.SIGKILL)
     assert watchdog.wait_exit() == 1
     assert not Path(f"/proc/{second}").exists()
-    assert "exited with code -9 before any signal: stopping the others" in watchdog.log()
+    assert "was killed by SIGKILL before any signal: stopping the others" in watchdog.log()
 
 
-def test_workers_stop_when_the_supervisor_is_killed(start_watchdog: Watchdog.Factory) -> None:
-    # SIGTERM runs the usual sequence in each worker, without the healthcheck_interval wait here.
-    watchdog = start_watchdog(workers="2", healthcheck_interval="0")
+def test_workers_finish_requests_when_the_supervisor_is_killed(
+    start_watchdog: Watchdog.Factory,
+) -> None:
+    script = "while [ ! -e $TMPDIR/release ]; do sleep 0.02; done; echo done"
+    watchdog = start_watchdog(fprocess=f"sh -c '{script}'", workers="2")
     workers = _wait_workers(watchdog, 2)
+    responses: list[httpx.Response] = []
+    clients = [
+        # Separate connections, so that both workers are likely to have requests in flight.
+        threading.Thread(target=lambda: responses.append(httpx.post(watchdog.url, timeout=20)))
+        for _ in range(6)
+    ]
+    for client in clients:
+        client.start()
+    wait_until(lambda: _samples(watchdog)[("http_requests_in_flight", ())] == 6, 10, "6 in flight")
     watchdog.process.kill()
     watchdog.wait_exit()
+    wait_until(lambda: watchdog.log().count("The supervisor exited") == 2, 10, "both to stop")
+    (watchdog.tmpdir / "release").touch()
+    for client in clients:
+        client.join(20)
     for pid in workers:
         wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 15, f"worker {pid} to exit")
+    # Linux may send the parent-death signal more than once; it must not force the exit.
+    assert "again: stopping at once" not in watchdog.log()
+    assert [response.status_code for response in responses] == [200] * 6
+
+
+def test_a_second_watchdog_cannot_share_the_port(
+    start_watchdog: Watchdog.Factory, tmp_path: Path
+) -> None:
+    first = start_watchdog(workers="2")
+    _wait_workers(first, 2)
+    environment = base_environment(tmp_path) | {
+        "fprocess": "cat",
+        "port": str(first.port),
+        "metrics_port": str(free_port()),
+        "workers": "2",
+    }
+    result = run_watchdog(environment)
+    assert result.returncode == 2
+    assert f"Failed to listen on port {first.port}" in result.stderr
+
+
+def test_port_zero_gives_every_worker_the_same_port(start_watchdog: Watchdog.Factory) -> None:
+    watchdog = start_watchdog(workers="2", port="0", metrics_port="0")
+    _wait_workers(watchdog, 2)
+    lines = [line for line in watchdog.log().splitlines() if "Listening on http://" in line]
+    ports = {line.rsplit(":", 1)[1] for line in lines}
+    assert len(lines) == 2
+    assert len(ports) == 1
+    assert ports != {"0"}
+    assert "listening on http://0.0.0.0:0/metrics" not in watchdog.log()
 
 
 def test_busy_port_stops_start_up_with_workers(tmp_path: Path) -> None:

@@ -55,6 +55,11 @@ class MetricsListener:
         self._server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
         self._thread: threading.Thread | None = None
 
+    @property
+    def port(self) -> int:
+        """The bound port, which the kernel picked when 0 was given."""
+        return int(self._server.server_port)
+
     def start(self) -> None:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics", daemon=True
@@ -111,10 +116,14 @@ class Metrics:
         # Label lookups take a lock and validate the labels, so each pair's children are kept.
         self._children: dict[tuple[int, str], tuple[Any, Any]] = {}
 
-    def listen(self, port: int, host: str = "0.0.0.0") -> None:
-        """Serve /metrics on `port` from a thread; raises OSError when the port is busy."""
+    def listen(self, port: int, host: str = "0.0.0.0") -> int:
+        """Serve /metrics on `port` from a thread and return the bound port.
+
+        Raises OSError when the port is busy.
+        """
         self._listener = MetricsListener(self.registry, port, host)
         self._listener.start()
+        return self._listener.port
 
     def close(self) -> None:
         if self._listener is not None:

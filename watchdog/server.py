@@ -45,8 +45,11 @@ class WatchdogServer(uvicorn.Server):
         lifecycle: Lifecycle,
         reaper: Reaper,
         metrics: Metrics,
+        parent_death_signal: int | None = None,
     ) -> None:
+        """`parent_death_signal` is the signal that a worker gets when its supervisor dies."""
         super().__init__(server_config)
+        self.parent_death_signal = parent_death_signal
         self.watchdog_config = config
         self.lifecycle = lifecycle
         self.reaper = reaper
@@ -62,11 +65,25 @@ class WatchdogServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, self.begin_shutdown, number)
+        if self.parent_death_signal is not None:
+            loop.add_signal_handler(self.parent_death_signal, self._on_parent_death)
         try:
             yield
         finally:
             for number in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(number)
+            if self.parent_death_signal is not None:
+                loop.remove_signal_handler(self.parent_death_signal)
+
+    def _on_parent_death(self) -> None:
+        """Stop as after SIGINT when the supervisor died; later deliveries do nothing.
+
+        Linux sends the parent-death signal again each time the worker passes to another thread
+        of the dying supervisor, so it must not count as the second signal that forces the exit.
+        """
+        if self._shutdown is None and not self.should_exit:
+            logger.warning("The supervisor exited: stopping this worker")
+            self.begin_shutdown(signal.SIGINT)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()

@@ -63,11 +63,11 @@ def serve(config: Config) -> int:
 
     metrics = Metrics()
     try:
-        metrics.listen(config.metrics_port)
+        metrics_port = metrics.listen(config.metrics_port)
     except OSError as error:
         log_busy_port("metrics_port", config.metrics_port, error)
         return 2
-    logger.info("Metrics listening on http://0.0.0.0:%s/metrics", config.metrics_port)
+    logger.info("Metrics listening on http://0.0.0.0:%s/metrics", metrics_port)
     try:
         listener = listen(config.port)
     except OSError as error:
@@ -90,10 +90,12 @@ def run_server(
     metrics: Metrics,
     limiter: Limiter | SharedLimiter,
     base_environment: Mapping[bytes, bytes] | None = None,
+    parent_death_signal: int | None = None,
 ) -> int:
     """Serve the function on `listener` until the shutdown sequence ends; return the exit status.
 
-    `base_environment` is what every function process inherits (default: this process's).
+    `base_environment` is what every function process inherits (default: this process's), and
+    `parent_death_signal` the signal that a worker gets when its supervisor dies.
     """
     if set_child_subreaper():
         logger.info("Registered as child subreaper: orphaned processes are reaped here")
@@ -119,6 +121,6 @@ def run_server(
         access_log=False,
         server_header=False,
     )
-    server = WatchdogServer(server_config, config, lifecycle, reaper, metrics)
+    server = WatchdogServer(server_config, config, lifecycle, reaper, metrics, parent_death_signal)
     server.run(sockets=[listener])
     return server.exit_code

@@ -10,7 +10,8 @@ The max_inflight slots live in shared memory, so the limit holds across workers.
 The supervisor passes SIGTERM and SIGINT on to every worker, which then runs the usual shutdown
 sequence; a second signal is passed on too. A worker that exits before any signal stops the
 watchdog: the others get SIGTERM, and the exit status is the worker's (1 after a signal), so the
-orchestrator restarts the container. Workers get SIGTERM as well if the supervisor dies.
+orchestrator restarts the container. A worker whose supervisor dies gets SIGHUP and stops as
+after SIGINT.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ __all__ = ["supervise"]
 logger = logging.getLogger("watchdog")
 
 _PR_SET_PDEATHSIG = 1
+# Sent to a worker whose supervisor died. SIGTERM and SIGINT already mean what they mean
+# for one process, where a second one forces the exit.
+PARENT_DEATH_SIGNAL = signal.SIGHUP
 _FORWARDED = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -60,14 +64,10 @@ def _supervise(config: Config, directory: str) -> int:
     except OSError as error:
         log_busy_port("metrics_port", config.metrics_port, error)
         return 2
-    listeners: list[socket.socket] = []
     try:
-        for _ in range(config.workers):
-            listeners.append(listen(config.port, reuse_port=True))
+        listeners = _listen_all(config.port, config.workers)
     except OSError as error:
         log_busy_port("port", config.port, error)
-        for listener in listeners:
-            listener.close()
         metrics_listener.close()
         return 2
 
@@ -99,12 +99,33 @@ def _supervise(config: Config, directory: str) -> int:
         listener.close()
     metrics_listener.start()
     logger.info(
-        "Metrics of all workers listening on http://0.0.0.0:%s/metrics", config.metrics_port
+        "Metrics of all workers listening on http://0.0.0.0:%s/metrics", metrics_listener.port
     )
     try:
         return _Supervisor(workers, directory).wait()
     finally:
         metrics_listener.close()
+
+
+def _listen_all(port: int, count: int) -> list[socket.socket]:
+    """Bind `count` SO_REUSEPORT sockets to one port; raises OSError when the port is busy.
+
+    Another process that listens with SO_REUSEPORT, such as a second watchdog with workers,
+    would share the port, so a plain socket first checks that nobody listens on it. With port
+    0, the port that the kernel picks for the first socket is used for the others.
+    """
+    probe = listen(port)
+    port = probe.getsockname()[1]
+    probe.close()
+    listeners: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            listeners.append(listen(port, reuse_port=True))
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
 
 
 def _stop_started(
@@ -135,14 +156,17 @@ def _run_worker(
     """Serve in a forked worker and leave the process; never returns to the supervisor's code."""
     code = 1
     try:
-        _set_parent_death_signal(signal.SIGTERM)
+        _set_parent_death_signal(PARENT_DEATH_SIGNAL)
         # A supervisor that died before the line above sent no signal: there is nobody to serve.
         if os.getppid() == supervisor:
             # Out of the supervisor's process group, so that Ctrl+C in a terminal reaches the
             # supervisor alone, which passes it on once.
             os.setpgid(0, 0)
             metrics = Metrics(shared_directory=directory)
-            code = run_server(config, listener, metrics, limiter or Limiter(0), base_environment)
+            code = run_server(
+                config, listener, metrics, limiter or Limiter(0), base_environment,
+                PARENT_DEATH_SIGNAL,
+            )  # fmt: skip
     except BaseException:
         logger.exception("Worker %d failed", number)
     finally:
@@ -209,13 +233,20 @@ class _Supervisor:
         multiprocess.mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
         if not self.signalled:
             logger.error(
-                "Worker %d (pid %d) exited with code %d before any signal: stopping the others",
-                number, pid, code,
+                "Worker %d (pid %d) %s before any signal: stopping the others",
+                number, pid, _describe_exit(code),
             )  # fmt: skip
             self.exit_code = code if code > 0 else 1
             self.stop_all()
         elif code != 0:
-            logger.warning("Worker %d (pid %d) exited with code %d", number, pid, code)
+            logger.warning("Worker %d (pid %d) %s", number, pid, _describe_exit(code))
             self.exit_code = self.exit_code or (code if code > 0 else 1)
         else:
             logger.info("Worker %d (pid %d) stopped", number, pid)
+
+
+def _describe_exit(code: int) -> str:
+    """Describe an exit code from os.waitstatus_to_exitcode: `was killed by SIGKILL`."""
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
