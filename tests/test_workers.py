@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -100,6 +101,8 @@ def test_sigterm_stops_every_worker(start_watchdog: Watchdog.Factory) -> None:
     assert log.count("Received SIGTERM: health now returns 503") == 3
     assert "Received SIGTERM: passing it on to 3 workers" in log
     assert "Watchdog stopped: every worker has exited" in log
+    for number in (1, 2, 3):
+        assert f"INFO watchdog [worker {number}]: Listening on http://" in log
     assert not watchdog.lock_path.exists()
     assert not [entry for entry in watchdog.tmpdir.iterdir() if "metrics" in entry.name]
 
@@ -193,3 +196,14 @@ def test_workers_out_of_range_is_a_configuration_error(tmp_path: Path, value: st
     assert f"workers has the invalid value {value!r}: expected a whole number from 1 to 64" in (
         result.stderr
     )
+
+
+def test_json_log_lines_name_the_worker(start_watchdog: Watchdog.Factory) -> None:
+    watchdog = start_watchdog(workers="2", log_format="json")
+    _wait_workers(watchdog, 2)
+    records = [json.loads(line) for line in watchdog.log().splitlines() if line.startswith("{")]
+    listening = [record for record in records if record["message"].startswith("Listening on")]
+    assert sorted(record["worker"] for record in listening) == [1, 2]
+    started = [record for record in records if record["message"].startswith("Started worker")]
+    assert len(started) == 2
+    assert all("worker" not in record for record in started)

@@ -7,20 +7,23 @@ import logging
 import sys
 import time
 
-__all__ = ["JsonFormatter", "RepeatedWarning", "configure_logging"]
+__all__ = ["JsonFormatter", "RepeatedWarning", "configure_logging", "tag_worker"]
 
 
 class JsonFormatter(logging.Formatter):
     """Format a record as one JSON object: time, level, logger, message and any exception."""
 
     def format(self, record: logging.LogRecord) -> str:
-        document = {
+        document: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        worker = getattr(record, "worker_number", None)
+        if worker is not None:
+            document["worker"] = worker
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(document, ensure_ascii=False)
@@ -63,10 +66,32 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s%(worker)s: %(message)s",
+                defaults={"worker": ""},
+            )
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # uvicorn's start-up lines repeat what the watchdog logs itself; its errors still show.
     logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class _WorkerTag(logging.Filter):
+    def __init__(self, number: int) -> None:
+        super().__init__()
+        self.number = number
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = f" [worker {self.number}]"
+        record.worker_number = self.number
+        return True
+
+
+def tag_worker(number: int) -> None:
+    """Show `number` in every later log line of this process, for a worker of several."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WorkerTag(number))

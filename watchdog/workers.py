@@ -33,6 +33,7 @@ from prometheus_client import multiprocess
 
 from .config import Config
 from .limiter import Limiter, SharedLimiter
+from .logs import tag_worker
 from .metrics import Metrics, MetricsListener, shared_registry
 from .reaper import Reaper, set_child_subreaper
 from .server import ORPHAN_GRACE
@@ -156,6 +157,7 @@ def _run_worker(
     """Serve in a forked worker and leave the process; never returns to the supervisor's code."""
     code = 1
     try:
+        tag_worker(number)
         _set_parent_death_signal(PARENT_DEATH_SIGNAL)
         # A supervisor that died before the line above sent no signal: there is nobody to serve.
         if os.getppid() == supervisor:
