@@ -105,7 +105,9 @@ def _supervise(config: Config, directory: str) -> int:
     try:
         return _Supervisor(workers, directory).wait()
     finally:
+        # Closing waits for the metrics thread's next poll, up to half a second.
         metrics_listener.close()
+        logger.info("Watchdog stopped: every worker has exited")
 
 
 def _listen_all(port: int, count: int) -> list[socket.socket]:
@@ -208,7 +210,6 @@ class _Supervisor:
         stopped = asyncio.run(Reaper().stop_orphans(ORPHAN_GRACE))
         if stopped:
             logger.info("Stopped %d orphaned processes", stopped)
-        logger.info("Watchdog stopped: every worker has exited")
         return self.exit_code
 
     def _on_signal(self, number: int, frame: FrameType | None) -> None:
