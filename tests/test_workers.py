@@ -47,7 +47,7 @@ def _wait_workers(watchdog: Watchdog, count: int) -> list[int]:
     return _children(watchdog.process.pid)
 
 
-def test_workers_share_the_port_and_sum_their_metrics(start_watchdog: Watchdog.Factory) -> None:
+def test_workers_share_port_and_metrics(start_watchdog: Watchdog.Factory) -> None:
     # The function prints the pid of its parent: the worker that spawned it.
     watchdog = start_watchdog(fprocess="sh -c 'echo $PPID'", workers="2")
     workers = _wait_workers(watchdog, 2)
@@ -79,7 +79,7 @@ def test_max_inflight_holds_across_workers(start_watchdog: Watchdog.Factory) -> 
     )
     waiting.start()
     wait_until(lambda: _samples(watchdog)[("http_requests_in_flight", ())] == 1, 10, "in flight")
-    # Separate connections reach both workers; each one sees the slot taken.
+    # Separate connections reach both workers, and each worker finds the slot taken.
     statuses = [httpx.post(watchdog.url, timeout=10).status_code for _ in range(20)]
     (watchdog.tmpdir / "release").touch()
     waiting.join(20)
@@ -107,7 +107,7 @@ def test_sigterm_stops_every_worker(start_watchdog: Watchdog.Factory) -> None:
     assert not [entry for entry in watchdog.tmpdir.iterdir() if "metrics" in entry.name]
 
 
-def test_a_worker_that_dies_stops_the_watchdog(start_watchdog: Watchdog.Factory) -> None:
+def test_worker_death_stops_the_watchdog(start_watchdog: Watchdog.Factory) -> None:
     watchdog = start_watchdog(workers="2", healthcheck_interval="0")
     first, second = _wait_workers(watchdog, 2)
     os.kill(first, signal.SIGKILL)
@@ -116,7 +116,7 @@ def test_a_worker_that_dies_stops_the_watchdog(start_watchdog: Watchdog.Factory)
     assert "was killed by SIGKILL before any signal: stopping the others" in watchdog.log()
 
 
-def test_workers_finish_requests_when_the_supervisor_is_killed(
+def test_workers_drain_after_supervisor_killed(
     start_watchdog: Watchdog.Factory,
 ) -> None:
     script = "while [ ! -e $TMPDIR/release ]; do sleep 0.02; done; echo done"
@@ -144,7 +144,7 @@ def test_workers_finish_requests_when_the_supervisor_is_killed(
     assert [response.status_code for response in responses] == [200] * 6
 
 
-def test_a_second_watchdog_cannot_share_the_port(
+def test_second_watchdog_cannot_share_port(
     start_watchdog: Watchdog.Factory, tmp_path: Path
 ) -> None:
     first = start_watchdog(workers="2")
@@ -160,7 +160,7 @@ def test_a_second_watchdog_cannot_share_the_port(
     assert f"Failed to listen on port {first.port}" in result.stderr
 
 
-def test_port_zero_gives_every_worker_the_same_port(start_watchdog: Watchdog.Factory) -> None:
+def test_port_zero_shared_by_workers(start_watchdog: Watchdog.Factory) -> None:
     watchdog = start_watchdog(workers="2", port="0", metrics_port="0")
     _wait_workers(watchdog, 2)
     lines = [line for line in watchdog.log().splitlines() if "Listening on http://" in line]
@@ -189,7 +189,7 @@ def test_busy_port_stops_start_up_with_workers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value", ["0", "65", "two", "-1"])
-def test_workers_out_of_range_is_a_configuration_error(tmp_path: Path, value: str) -> None:
+def test_workers_out_of_range_rejected(tmp_path: Path, value: str) -> None:
     environment = base_environment(tmp_path) | {"fprocess": "cat", "workers": value}
     result = run_watchdog(environment)
     assert result.returncode == 2

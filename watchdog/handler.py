@@ -96,7 +96,7 @@ class FunctionHandler:
         self._rejections = RepeatedWarning(logger)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """Answer one request; return the status sent, or 0 when the client left before it."""
+        """Serve one request; return the status sent, or 0 when the client left before it."""
         started = time.monotonic()
         counting = _CountingSend(send)
         status = await self._dispatch(scope, receive, counting, started)

@@ -57,7 +57,7 @@ class RepeatedWarning:
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     """Send the watchdog's and uvicorn's records to stderr, never to stdout."""
     # No format shows the thread, the process or the caller's source line, and the access log
-    # writes a record per request, so the logging module is told not to look them up.
+    # writes a record per request, so these flags turn off their look-ups.
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["Handler", "Metrics", "MetricsListener", "shared_registry"]
 
-# An ASGI endpoint that returns the status it answered, or 0 when it sent no response.
+# An ASGI endpoint that returns the status it sent, or 0 when it sent no response.
 Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
 
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -75,7 +75,7 @@ class MetricsListener:
 
 
 def shared_registry(directory: str) -> CollectorRegistry:
-    """The supervisor's registry: the sum of the workers' files, and its own process metrics."""
+    """Return the supervisor's registry: the workers' files summed, and its process metrics."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     ProcessCollector(registry=registry)
@@ -135,7 +135,7 @@ class Metrics:
         return _Instrumented(handler, self)
 
     def record(self, status: int, method: str, seconds: float) -> None:
-        """Count one answered request and observe its duration."""
+        """Count one request that got a response, and observe its duration."""
         key = (status, method)
         children = self._children.get(key)
         if children is None:

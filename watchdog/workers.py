@@ -4,7 +4,8 @@ With `workers` above 1, the first process becomes the supervisor. It binds the m
 one listening socket per worker on the same port (SO_REUSEPORT, so the kernel spreads new
 connections over the workers), then forks the workers before it starts any thread. Each worker
 runs the single-process server on its socket, with its own event loop, reaper and lock-file
-duties, and writes its metrics to files in a shared directory; the supervisor serves their sum.
+duties. Each writes its metrics to files in a shared directory, and the supervisor serves
+their sum.
 The max_inflight slots live in shared memory, so the limit holds across workers.
 
 The supervisor passes SIGTERM and SIGINT on to every worker, which then runs the usual shutdown
@@ -114,7 +115,7 @@ def _listen_all(port: int, count: int) -> list[socket.socket]:
     """Bind `count` SO_REUSEPORT sockets to one port; raises OSError when the port is busy.
 
     Another process that listens with SO_REUSEPORT, such as a second watchdog with workers,
-    would share the port, so a plain socket first checks that nobody listens on it. With port
+    would share the port, so a plain socket first checks that no socket listens on it. With port
     0, the port that the kernel picks for the first socket is used for the others.
     """
     probe = listen(port)
@@ -161,7 +162,7 @@ def _run_worker(
     try:
         tag_worker(number)
         _set_parent_death_signal(PARENT_DEATH_SIGNAL)
-        # A supervisor that died before the line above sent no signal: there is nobody to serve.
+        # A supervisor that died before the line above sent no signal, so the worker exits.
         if os.getppid() == supervisor:
             # Out of the supervisor's process group, so that Ctrl+C in a terminal reaches the
             # supervisor alone, which passes it on once.
