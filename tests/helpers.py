@@ -39,6 +39,22 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, message: str =
         time.sleep(0.01)
 
 
+def children(pid: int) -> list[tuple[int, str]]:
+    """Return (pid, state) of each child of `pid`, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append((int(entry.name), fields[0].decode()))
+    return found
+
+
 def read_response(connection: socket.socket) -> tuple[bytes, bytes]:
     """Read one HTTP/1.1 response with a Content-Length from a raw socket: (head, body)."""
     data = b""

@@ -73,7 +73,8 @@ def test_check_config_rejects_invalid(tmp_path: Path) -> None:
     assert "port has the invalid value 'x'" in result.stderr
 
 
-def test_busy_port_stops_start_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_busy_port_stops_start_up(tmp_path: Path, workers: str) -> None:
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
         busy.listen()
@@ -82,11 +83,13 @@ def test_busy_port_stops_start_up(tmp_path: Path) -> None:
             "fprocess": "cat",
             "port": str(port),
             "metrics_port": str(free_port()),
+            "workers": workers,
         }
         result = run_watchdog(environment)
     assert result.returncode == 2
     assert f"Failed to listen on port {port}" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "Started worker" not in result.stderr
 
 
 def test_start_up_logs_settings(start_watchdog: Watchdog.Factory) -> None:

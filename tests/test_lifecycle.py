@@ -11,23 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import Watchdog, base_environment, run_watchdog, wait_until
-
-
-def _children(pid: int) -> list[tuple[int, str]]:
-    """Return (pid, state) of each child of `pid`, read from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.append((int(entry.name), fields[0].decode()))
-    return found
+from tests.helpers import Watchdog, base_environment, children, run_watchdog, wait_until
 
 
 def test_lock_file_written_and_health_follows_it(start_watchdog: Watchdog.Factory) -> None:
@@ -216,15 +200,15 @@ def test_no_zombies_from_background_processes(
     assert statuses == {200}
 
     def no_zombies() -> bool:
-        return not [pid for pid, state in _children(watchdog.process.pid) if state == "Z"]
+        return not [pid for pid, state in children(watchdog.process.pid) if state == "Z"]
 
     wait_until(no_zombies, 10, "zombie children to be reaped")
     # Each sleep runs in its own session, so it outlived its request and was re-parented to the
     # watchdog, which stops it at exit.
-    assert len(_children(watchdog.process.pid)) == 200
+    assert len(children(watchdog.process.pid)) == 200
     assert watchdog.stop() == 0
     assert "Stopped 200 orphaned processes" in watchdog.log()
-    wait_until(lambda: not _children(watchdog.process.pid), 10, "orphans to be stopped")
+    wait_until(lambda: not children(watchdog.process.pid), 10, "orphans to be stopped")
 
 
 def test_json_log_lines(start_watchdog: Watchdog.Factory) -> None:

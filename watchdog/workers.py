@@ -6,7 +6,7 @@ connections over the workers), then forks the workers before it starts any threa
 runs the single-process server on its socket, with its own event loop, reaper and lock-file
 duties. Each writes its metrics to files in a shared directory, and the supervisor serves
 their sum.
-The max_inflight slots live in shared memory, so the limit holds across workers.
+The max_inflight count is kept in shared memory, so the limit applies across workers.
 
 The supervisor passes SIGTERM and SIGINT on to every worker, which then runs the usual shutdown
 sequence; a second signal is passed on too. A worker that exits before any signal stops the
